@@ -1,0 +1,55 @@
+# goldenbake: `make bake-and-swap` runs the whole pipeline on the local target; `make test` runs
+# every test. Both install what they need first (`make install`).
+
+SHELL := /bin/bash
+SERVICE ?= demo
+PYTHON ?= python3
+VENV := .venv
+BAKE := $(VENV)/bin/bake
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# command:package pairs installed through apt when the command is missing
+SYSTEM_PACKAGES := packer:packer qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby
+
+.PHONY: install system-packages bake-and-swap test test-fast lint bench clean
+
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; \
+	for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+bake-and-swap: install
+	$(BAKE) bake-and-swap $(SERVICE)
+	$(BAKE) status $(SERVICE)
+
+test: install
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not vm"
+
+lint: install
+	$(VENV)/bin/ruff check bake tests bench serverspec_tests
+	$(VENV)/bin/ruff format --check bake tests bench serverspec_tests
+
+bench: install
+	$(VENV)/bin/python bench/bake_overhead.py
+
+clean:
+	-$(BAKE) local down
+	rm -rf .bake

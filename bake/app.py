@@ -1,0 +1,104 @@
+"""Wiring: one App per invocation builds the config, state, history, runner and target, lazily, so
+that a command that fails on bad input has touched nothing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bake import config as config_module
+from bake import locks, pipeline
+from bake.config import Config
+from bake.console import Console
+from bake.context import RunContext
+from bake.errors import ConfigError
+from bake.history import History
+from bake.runner import Runner
+from bake.state import StateDir
+from bake.targets.base import Target
+
+
+def _local_target() -> type:
+    from bake.targets.local import LocalTarget
+
+    return LocalTarget
+
+
+def _aws_target() -> type:
+    from bake.targets.aws import AwsTarget
+
+    return AwsTarget
+
+
+# An explicit registry of targets: the name in bake.toml -> the class that implements it.
+TARGETS: dict[str, Callable[[], type]] = {"local": _local_target, "aws": _aws_target}
+
+
+class App:
+    def __init__(
+        self,
+        config_path: Path | None = None,
+        *,
+        json_output: bool = False,
+        debug: bool = False,
+        runner: Runner | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.json_output = json_output
+        self.debug = debug
+        self.runner = runner or Runner()
+        self.console = console or Console()
+
+    @cached_property
+    def config(self) -> Config:
+        return config_module.load(self.config_path)
+
+    @cached_property
+    def state(self) -> StateDir:
+        return StateDir(config_module.state_dir(self.config)).ensure()
+
+    @cached_property
+    def history(self) -> History:
+        return History(self.state.history_db)
+
+    @cached_property
+    def target(self) -> Target:
+        try:
+            factory = TARGETS[self.config.target]
+        except KeyError:
+            raise ConfigError(
+                f"{self.config.path}: unknown target '{self.config.target}'",
+                hint=f"known targets: {', '.join(sorted(TARGETS))}",
+            ) from None
+        return factory()(self.config, self.state, self.history, self.runner, self.console)
+
+    def context(
+        self, *, image: str | None = None, service: str | None = None, **options: Any
+    ) -> RunContext:
+        service_config = self.config.service(service) if service else None
+        image_name = image or (service_config.image if service_config else None)
+        image_config = self.config.image(image_name) if image_name else None
+        return RunContext(
+            config=self.config,
+            state=self.state,
+            history=self.history,
+            runner=self.runner,
+            target=self.target,
+            console=self.console,
+            image=image_config,
+            service=service_config,
+            options={key: value for key, value in options.items() if value is not None},
+        )
+
+    def run(
+        self, command: str, *, image: str | None = None, service: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Run a pipeline command under the locks of what it changes."""
+        ctx = self.context(image=image, service=service, **options)
+        holder = f"bake {command} (pid {os.getpid()})"
+        with locks.hold_all(self.state.locks, pipeline.lock_names(ctx, command), holder):
+            return pipeline.execute(ctx, command)

@@ -1,0 +1,173 @@
+"""Application load balancers, target groups, listeners and target health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+from bake.aws.autoscaling import waiter_config
+from bake.aws.session import Cloud
+
+# Target group settings a mirrored target group copies from its source.
+_MIRRORED = (
+    "Protocol",
+    "ProtocolVersion",
+    "Port",
+    "IpAddressType",
+    "VpcId",
+    "TargetType",
+    "HealthCheckProtocol",
+    "HealthCheckPort",
+    "HealthCheckEnabled",
+    "HealthCheckPath",
+    "HealthCheckIntervalSeconds",
+    "HealthCheckTimeoutSeconds",
+    "HealthyThresholdCount",
+    "UnhealthyThresholdCount",
+    "Matcher",
+)
+
+
+def _error_code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def find_load_balancer(cloud: Cloud, name: str) -> dict[str, Any] | None:
+    """The load balancer called `name`, or None."""
+    try:
+        found = cloud.client("elbv2").describe_load_balancers(Names=[name])["LoadBalancers"]
+    except ClientError as exc:
+        if _error_code(exc) == "LoadBalancerNotFound":
+            return None
+        raise
+    return found[0] if found else None
+
+
+def create_load_balancer(
+    cloud: Cloud, name: str, subnets: list[str], security_groups: list[str]
+) -> dict[str, Any]:
+    """Create an internet-facing application load balancer."""
+    return cloud.client("elbv2").create_load_balancer(
+        Name=name, Subnets=subnets, SecurityGroups=security_groups, Type="application"
+    )["LoadBalancers"][0]
+
+
+def find_target_group(cloud: Cloud, name: str) -> dict[str, Any] | None:
+    """The target group called `name`, or None."""
+    try:
+        found = cloud.client("elbv2").describe_target_groups(Names=[name])["TargetGroups"]
+    except ClientError as exc:
+        if _error_code(exc) == "TargetGroupNotFound":
+            return None
+        raise
+    return found[0] if found else None
+
+
+def create_target_group(cloud: Cloud, name: str, **settings: Any) -> dict[str, Any]:
+    """Create a target group with the given CreateTargetGroup settings."""
+    return cloud.client("elbv2").create_target_group(Name=name, **settings)["TargetGroups"][0]
+
+
+def mirror_target_group(cloud: Cloud, name: str, source: dict[str, Any]) -> dict[str, Any]:
+    """Create a target group with the protocol, port, VPC and health check of `source`."""
+    settings = {key: source[key] for key in _MIRRORED if source.get(key) is not None}
+    return create_target_group(cloud, name, **settings)
+
+
+def find_listener(cloud: Cloud, load_balancer_arn: str, port: int) -> dict[str, Any] | None:
+    """The load balancer's listener on `port`, or None."""
+    paginator = cloud.client("elbv2").get_paginator("describe_listeners")
+    for page in paginator.paginate(LoadBalancerArn=load_balancer_arn):
+        for listener in page["Listeners"]:
+            if listener["Port"] == port:
+                return listener
+    return None
+
+
+def _forward(weights: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Type": "forward",
+            "ForwardConfig": {
+                "TargetGroups": [
+                    {"TargetGroupArn": arn, "Weight": weight} for arn, weight in weights.items()
+                ]
+            },
+        }
+    ]
+
+
+def create_forward_listener(
+    cloud: Cloud, load_balancer_arn: str, port: int, target_group_arn: str
+) -> dict[str, Any]:
+    """Create an HTTP listener whose default action forwards everything to one target group."""
+    return cloud.client("elbv2").create_listener(
+        LoadBalancerArn=load_balancer_arn,
+        Protocol="HTTP",
+        Port=port,
+        DefaultActions=_forward({target_group_arn: 100}),
+    )["Listeners"][0]
+
+
+def forward_weights(listener: dict[str, Any]) -> dict[str, int]:
+    """Target group ARN -> weight in the listener's default forward action."""
+    for action in listener.get("DefaultActions", []):
+        if action.get("Type") != "forward":
+            continue
+        groups = action.get("ForwardConfig", {}).get("TargetGroups")
+        if groups:
+            return {group["TargetGroupArn"]: group.get("Weight", 1) for group in groups}
+        if action.get("TargetGroupArn"):
+            return {action["TargetGroupArn"]: 100}
+    return {}
+
+
+def set_forward_weights(cloud: Cloud, listener_arn: str, weights: dict[str, int]) -> None:
+    """Replace the listener's default action with a weighted forward to these target groups."""
+    cloud.client("elbv2").modify_listener(
+        ListenerArn=listener_arn, DefaultActions=_forward(weights)
+    )
+
+
+def target_health(
+    cloud: Cloud, target_group_arn: str, instance_ids: list[str]
+) -> dict[str, dict[str, str]]:
+    """Instance id -> {State, Reason, Description} in the target group.
+
+    Asks about these instances only: a target group can still list instances that have left it.
+    """
+    if not instance_ids:
+        return {}
+    descriptions = cloud.client("elbv2").describe_target_health(
+        TargetGroupArn=target_group_arn, Targets=[{"Id": id_} for id_ in instance_ids]
+    )["TargetHealthDescriptions"]
+    return {entry["Target"]["Id"]: entry["TargetHealth"] for entry in descriptions}
+
+
+def unhealthy(health: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Instance id -> why, for every target not healthy."""
+    return {
+        instance_id: " ".join(
+            part
+            for part in (state.get("State"), state.get("Reason"), state.get("Description"))
+            if part
+        )
+        for instance_id, state in health.items()
+        if state.get("State") != "healthy"
+    }
+
+
+def wait_in_service(
+    cloud: Cloud, target_group_arn: str, instance_ids: list[str], timeout: float
+) -> bool:
+    """Wait until every one of these instances is healthy in the target group; says whether."""
+    try:
+        cloud.client("elbv2").get_waiter("target_in_service").wait(
+            TargetGroupArn=target_group_arn,
+            Targets=[{"Id": id_} for id_ in instance_ids],
+            WaiterConfig=waiter_config(timeout),
+        )
+    except WaiterError:
+        return False
+    return True

@@ -1,0 +1,129 @@
+"""AMIs: resolving bases, tagging lineage and verification, publishing the latest good image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from bake.config import BaseSpec
+from bake.errors import BakeError, InputError
+
+TAG_PREFIX = "bake:"
+
+
+def parameter_name(image: str) -> str:
+    """The SSM parameter that names an image's latest verified AMI."""
+    return f"/bake/images/{image}/latest"
+
+
+def describe(cloud: Any, ami: str) -> dict[str, Any] | None:
+    try:
+        images = cloud.client("ec2").describe_images(ImageIds=[ami])["Images"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+            return None
+        raise
+    return images[0] if images else None
+
+
+def tags_of(image: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])}
+
+
+def is_verified(cloud: Any, ami: str) -> bool:
+    image = describe(cloud, ami)
+    return image is not None and tags_of(image).get("bake:verified") == "true"
+
+
+def lineage_tags(
+    *, image: str, digest: str, source_ami: str, verified: bool, kernel: str, run_id: str
+) -> dict[str, str]:
+    return {
+        "bake:image": image,
+        "bake:verified": "true" if verified else "false",
+        "bake:digest": digest,
+        "bake:source-ami": source_ami,
+        "bake:kernel": kernel or "unknown",
+        "bake:run-id": run_id,
+    }
+
+
+def tag(cloud: Any, ami: str, tags: dict[str, str]) -> None:
+    """Tag an AMI and the snapshots behind it."""
+    image = describe(cloud, ami)
+    if image is None:
+        raise BakeError(f"AMI {ami} does not exist in {cloud.region}")
+    snapshots = [
+        mapping["Ebs"]["SnapshotId"]
+        for mapping in image.get("BlockDeviceMappings", [])
+        if mapping.get("Ebs", {}).get("SnapshotId")
+    ]
+    cloud.client("ec2").create_tags(
+        Resources=[ami, *snapshots], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+    )
+
+
+def publish(cloud: Any, image: str, ami: str) -> int:
+    """Point the image's parameter at `ami`; returns the parameter's new version."""
+    response = cloud.client("ssm").put_parameter(
+        Name=parameter_name(image),
+        Value=ami,
+        Type="String",
+        DataType="aws:ec2:image",
+        Overwrite=True,
+        Description=f"goldenbake: latest verified AMI of image {image}",
+    )
+    return int(response["Version"])
+
+
+def published(cloud: Any, image: str) -> str | None:
+    try:
+        response = cloud.client("ssm").get_parameter(Name=parameter_name(image))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ParameterNotFound":
+            return None
+        raise
+    return response["Parameter"]["Value"]
+
+
+def resolve(cloud: Any, spec: BaseSpec, where: str) -> str:
+    """The AMI id a base names; InputError when it names nothing."""
+    if spec.kind == "ami":
+        if describe(cloud, spec.value) is None:
+            raise InputError(f"{where}: AMI {spec.value} does not exist in {cloud.region}")
+        return spec.value
+    if spec.kind == "ssm":
+        try:
+            value = cloud.client("ssm").get_parameter(Name=spec.value)["Parameter"]["Value"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ParameterNotFound":
+                raise InputError(
+                    f"{where}: SSM parameter {spec.value} does not exist in {cloud.region}"
+                ) from None
+            raise
+        return value
+    if spec.kind == "image":
+        ami = published(cloud, spec.value)
+        if ami is None:
+            raise InputError(
+                f"{where}: image '{spec.value}' has no verified AMI yet",
+                hint=f"bake and verify it first: bake build {spec.value}, then verify and register",
+            )
+        return ami
+    if spec.kind == "filter":
+        return _newest_matching(cloud, spec.filter or {}, where)
+    raise InputError(f"{where}: a {spec.kind} base cannot be resolved in the cloud")
+
+
+def _newest_matching(cloud: Any, spec: dict[str, Any], where: str) -> str:
+    filters = [{"Name": "name", "Values": [spec["name"]]}, {"Name": "state", "Values": ["available"]}]
+    if spec.get("architecture"):
+        filters.append({"Name": "architecture", "Values": [spec["architecture"]]})
+    request: dict[str, Any] = {"Filters": filters}
+    if spec.get("owners"):
+        request["Owners"] = list(spec["owners"])
+    images = cloud.client("ec2").describe_images(**request)["Images"]
+    if not images:
+        raise InputError(f"{where}: no AMI matches the filter {spec} in {cloud.region}")
+    return max(images, key=lambda image: image.get("CreationDate", ""))["ImageId"]

@@ -1,0 +1,245 @@
+"""A service's blue/green state as the cloud holds it, traffic switches between colours, rollback.
+
+"Live" is the colour whose target group holds the largest weight in the listener's default forward
+action (blue on a tie); "standby" is the other colour, when its Auto Scaling group exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bake.aws import autoscaling, elbv2, launch_templates
+from bake.aws.session import Cloud
+from bake.config import COLORS, ServiceConfig
+from bake.errors import BakeError
+
+STATE_KEYS = (
+    "color",
+    "asg",
+    "ami",
+    "launch_template_version",
+    "target_group",
+    "target_group_arn",
+    "weight",
+    "desired",
+    "in_service",
+    "healthy",
+)
+
+
+def other(color: str) -> str:
+    """The colour that is not `color`."""
+    return "green" if color == "blue" else "blue"
+
+
+@dataclass
+class Health:
+    """Whether a colour's instances are InService and healthy in its target group."""
+
+    expected: int
+    in_service: list[str] = field(default_factory=list)
+    unhealthy: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.in_service) >= self.expected > 0 and not self.unhealthy
+
+    def describe(self) -> str:
+        """What is wrong, in one line, naming the instances and their health reason."""
+        problems = []
+        if len(self.in_service) < self.expected:
+            problems.append(f"{len(self.in_service)} of {self.expected} instances InService")
+        problems += [f"{instance_id} {why}" for instance_id, why in sorted(self.unhealthy.items())]
+        return "; ".join(problems) or "healthy"
+
+
+@dataclass
+class ColorState:
+    """One colour of a service: its Auto Scaling group, image, target group and traffic."""
+
+    color: str
+    asg: str | None = None
+    ami: str | None = None
+    launch_template_id: str | None = None
+    launch_template_version: int | None = None
+    target_group: str | None = None
+    target_group_arn: str | None = None
+    weight: int = 0
+    desired: int = 0
+    in_service: int = 0
+    healthy: int = 0
+    health: Health = field(default_factory=lambda: Health(0))
+    group: dict[str, Any] | None = field(default=None, repr=False)
+    target_group_info: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in STATE_KEYS}
+
+
+@dataclass
+class ServiceState:
+    """Both colours of a service and the listener that chooses between them."""
+
+    service: str
+    listener_arn: str
+    live: ColorState
+    standby: ColorState | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "live": self.live.to_dict(),
+            "standby": self.standby.to_dict() if self.standby else None,
+        }
+
+
+def _not_found(service: ServiceConfig, cloud: Cloud, what: str) -> BakeError:
+    return BakeError(
+        f"service {service.name}: {what} in {cloud.region}",
+        hint="on the local target run `bake local up`, which seeds every configured service; "
+        "on AWS the load balancer and listener come from your team's infrastructure",
+    )
+
+
+def find_listener(cloud: Cloud, service: ServiceConfig) -> dict[str, Any]:
+    """The service's listener; a BakeError saying what is missing when there is none."""
+    load_balancer = elbv2.find_load_balancer(cloud, service.load_balancer)
+    if load_balancer is None:
+        raise _not_found(service, cloud, f"no load balancer named '{service.load_balancer}'")
+    listener = elbv2.find_listener(cloud, load_balancer["LoadBalancerArn"], service.listener_port)
+    if listener is None:
+        raise _not_found(
+            service,
+            cloud,
+            f"load balancer '{service.load_balancer}' has no listener on port "
+            f"{service.listener_port}",
+        )
+    return listener
+
+
+def check_health(
+    cloud: Cloud, group: dict[str, Any] | None, target_group_arn: str | None, expected: int
+) -> Health:
+    """How many of the group's instances are InService, and which are not healthy targets."""
+    instance_ids = autoscaling.in_service(group) if group else []
+    health = Health(expected, instance_ids)
+    if target_group_arn:
+        health.unhealthy = elbv2.unhealthy(
+            elbv2.target_health(cloud, target_group_arn, instance_ids)
+        )
+    else:
+        health.unhealthy = {instance_id: "not in any target group" for instance_id in instance_ids}
+    return health
+
+
+def _color_state(
+    cloud: Cloud,
+    service: ServiceConfig,
+    color: str,
+    group: dict[str, Any] | None,
+    weights: dict[str, int],
+) -> ColorState:
+    state = ColorState(color, group=group)
+    target_group = elbv2.find_target_group(cloud, service.names(color).target_group)
+    if target_group:
+        state.target_group = target_group["TargetGroupName"]
+        state.target_group_arn = target_group["TargetGroupArn"]
+        state.target_group_info = target_group
+        state.weight = weights.get(state.target_group_arn, 0)
+    if group is None:
+        return state
+    state.asg = group["AutoScalingGroupName"]
+    state.desired = group["DesiredCapacity"]
+    template = group.get("LaunchTemplate")
+    if template:
+        pinned = launch_templates.version(
+            cloud, template["LaunchTemplateId"], template.get("Version") or "$Default"
+        )
+        state.launch_template_id = template["LaunchTemplateId"]
+        state.launch_template_version = int(pinned["VersionNumber"])
+        state.ami = pinned["LaunchTemplateData"].get("ImageId")
+    state.health = check_health(cloud, group, state.target_group_arn, state.desired)
+    state.in_service = len(state.health.in_service)
+    state.healthy = state.in_service - len(state.health.unhealthy)
+    return state
+
+
+def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
+    """Read the service's listener, Auto Scaling groups, launch templates and target health."""
+    listener = find_listener(cloud, service)
+    weights = elbv2.forward_weights(listener)
+    groups = autoscaling.find_groups(cloud, [service.names(color).asg for color in COLORS])
+    colors = {
+        color: _color_state(cloud, service, color, groups.get(service.names(color).asg), weights)
+        for color in COLORS
+    }
+    live = max(COLORS, key=lambda color: colors[color].weight)  # first of equals: blue
+    standby = colors[other(live)]
+    return ServiceState(
+        service.name, listener["ListenerArn"], colors[live], standby if standby.asg else None
+    )
+
+
+def route(cloud: Cloud, state: ServiceState, weights: dict[str, int]) -> None:
+    """Set the listener's weights by colour; a colour without a target group is left out."""
+    by_arn = {}
+    for color_state in (state.live, state.standby):
+        if color_state and color_state.target_group_arn:
+            by_arn[color_state.target_group_arn] = weights.get(color_state.color, 0)
+    elbv2.set_forward_weights(cloud, state.listener_arn, by_arn)
+
+
+def send_all_to(cloud: Cloud, service: ServiceConfig, color: str) -> ServiceState:
+    """Send 100% of the service's traffic to `color`, which must have a group and a target group."""
+    state = describe(cloud, service)
+    colors = {entry.color: entry for entry in (state.live, state.standby) if entry}
+    if color not in colors or not colors[color].target_group_arn:
+        raise BakeError(
+            f"service {service.name}: cannot send traffic to {color}: its Auto Scaling group "
+            f"'{service.names(color).asg}' or target group "
+            f"'{service.names(color).target_group}' does not exist"
+        )
+    route(cloud, state, {color: 100})
+    return describe(cloud, service)
+
+
+def rollback(
+    cloud: Cloud, service: ServiceConfig, console_line: Callable[[str], None]
+) -> ServiceState:
+    """Send all traffic to the standby colour, if it is there and serving; the new state."""
+    state = describe(cloud, service)
+    standby = state.standby
+    if standby is None:
+        missing = service.names(other(state.live.color)).asg
+        raise BakeError(
+            f"service {service.name}: nothing to roll back to: {state.live.color} is live and "
+            f"the standby Auto Scaling group '{missing}' does not exist"
+        )
+    if standby.healthy == 0:
+        raise BakeError(
+            f"service {service.name}: refusing to roll back to {standby.color}: it has no healthy "
+            f"InService instances ({standby.health.describe()})",
+            hint=f"scale '{standby.asg}' up and wait for its targets to pass health checks",
+        )
+    started = time.monotonic()
+    new_state = send_all_to(cloud, service, standby.color)
+    console_line(
+        f"{service.name}: 100% of traffic to {standby.color} ({standby.asg}, {standby.ami}), "
+        f"{state.live.color} kept running, in {time.monotonic() - started:.1f}s"
+    )
+    return new_state
+
+
+def wait_healthy(
+    cloud: Cloud, asg: str, target_group_arn: str, expected: int, timeout: float
+) -> Health:
+    """Wait, at most `timeout` seconds, for `expected` InService instances, all healthy targets."""
+    deadline = time.monotonic() + timeout
+    instance_ids = autoscaling.wait_in_service(cloud, asg, expected, timeout) or []
+    if instance_ids:
+        remaining = max(1.0, deadline - time.monotonic())
+        elbv2.wait_in_service(cloud, target_group_arn, instance_ids, remaining)
+    return check_health(cloud, autoscaling.find_group(cloud, asg), target_group_arn, expected)

@@ -1,0 +1,253 @@
+"""The `bake` command. Commands parse their options and call the App; they hold no logic.
+
+Exit codes: 0 success; 1 a stage failed; 2 bad input (usage or config), nothing done;
+3 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bake import doctor as doctor_module
+from bake.app import App
+from bake.console import duration
+from bake.errors import BakeError
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_flag(command: Any) -> Any:
+    """`--json` after the command too (`bake status demo --json`), same as before it."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.ensure_object(App).json_output = True
+
+    return click.option(
+        "--json", "json_after", is_flag=True, expose_value=False, callback=set_json,
+        help="Print the result as JSON.",
+    )(command)
+
+
+def emit(app: App, result: Any, human: str) -> None:
+    if app.json_output:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(human)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="The config file (default: bake.toml, or $BAKE_CONFIG).")
+@click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="goldenbake")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, json_output: bool, debug: bool) -> None:
+    """Bake golden images, prove them on a fresh boot, and roll them out blue/green."""
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    ctx.obj = App(config_path, json_output=json_output, debug=debug)
+
+
+def _image_command(command: str, summary: str, *extra_options: Any) -> None:
+    def handler(app: App, image: str, **options: Any) -> None:
+        result = app.run(command, image=image, **options)
+        emit(app, result, f"{command} {image}: {result['status']} (run {result['run_id']})")
+
+    handler.__doc__ = summary
+    for option in extra_options:
+        handler = option(handler)
+    cli.command(command)(json_flag(click.argument("image")(pass_app(handler))))
+
+
+_image_command("render", "Render IMAGE's Packer template and validate it.")
+_image_command(
+    "build", "Render and build IMAGE with Packer (reused when its inputs were built already).",
+    click.option("--rebuild", is_flag=True, default=None, help="Build even if reusable."),
+)
+_image_command(
+    "verify", "Boot a fresh machine from IMAGE's newest build and run its testinfra suites.",
+    click.option("--again", "reverify", is_flag=True, default=None,
+                 help="Verify even if these suites passed on this build before."),
+)
+_image_command("register", "Tag IMAGE's newest verified build and publish it as the latest.")
+
+
+@cli.command("bake-and-swap")
+@click.argument("service")
+@click.option("--rebuild", is_flag=True, help="Build and verify even if reusable.")
+@json_flag
+@pass_app
+def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
+    """Bake SERVICE's image, verify, register, and roll it out blue/green."""
+    result = app.run(
+        "bake-and-swap", service=service,
+        rebuild=rebuild or None, reverify=rebuild or None,
+    )
+    emit(app, result, f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
+                      f"(run {result['run_id']})")
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--ami", help="The verified AMI to roll out (default: the image's published latest).")
+@json_flag
+@pass_app
+def swap(app: App, service: str, ami: str | None) -> None:
+    """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
+    result = app.run("swap", service=service, ami=ami)
+    emit(app, result, f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
+                      f"(run {result['run_id']})")
+
+
+@cli.command()
+@click.argument("service")
+@json_flag
+@pass_app
+def rollback(app: App, service: str) -> None:
+    """Send SERVICE's traffic back to its standby colour."""
+    result = app.run("rollback", service=service)
+    emit(app, result, f"{service}: {result.get('live_color')} is live again on {result.get('ami')}")
+
+
+@cli.command()
+@click.argument("service")
+@json_flag
+@pass_app
+def status(app: App, service: str) -> None:
+    """Show which colour of SERVICE is live, on which AMI, and its standby."""
+    from bake import bluegreen
+
+    service_config = app.config.service(service)
+    app.target.prepare()
+    state = bluegreen.describe(app.target.cloud, service_config).to_dict()
+    lines = [f"service {service}"]
+    for role in ("live", "standby"):
+        colour = state[role]
+        if colour is None:
+            lines.append(f"  {role}: none")
+            continue
+        lines.append(
+            f"  {role}: {colour['color']} asg={colour['asg']} ami={colour['ami']} "
+            f"launch-template-version={colour['launch_template_version']} "
+            f"weight={colour['weight']} healthy={colour['healthy']}/{colour['desired']}"
+        )
+    emit(app, state, "\n".join(lines))
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, help="How many runs to show.")
+@json_flag
+@pass_app
+def history(app: App, limit: int) -> None:
+    """List recent runs, their stages and timings."""
+    runs = app.history.runs(limit)
+    lines = []
+    for run in runs:
+        took = duration(run["seconds"]) if run["seconds"] is not None else "-"
+        lines.append(f"{run['run_id']}  {run['command']:<13} {run['subject']:<10} "
+                     f"{run['status']:<11} {took:>7}  {run['ami'] or ''}")
+        for stage in run["stages"]:
+            seconds = duration(stage["seconds"]) if stage["seconds"] is not None else "-"
+            lines.append(f"    {stage['name']:<16} {stage['status']:<10} {seconds:>7}")
+    emit(app, runs, "\n".join(lines) or "no runs yet")
+
+
+@cli.group()
+def local() -> None:
+    """The embedded local target: a moto server on 127.0.0.1 and QEMU machines."""
+
+
+@local.command("up")
+@json_flag
+@pass_app
+def local_up(app: App) -> None:
+    """Start the local cloud and seed the blue environment of every service."""
+    from bake.local import cloud
+
+    app.target.prepare()
+    info = cloud.status(app.state)
+    emit(app, info, f"local cloud running at {info['endpoint']} ({info['region']})")
+
+
+@local.command("down")
+@json_flag
+@pass_app
+def local_down(app: App) -> None:
+    """Stop the local cloud. History and images on disk are kept."""
+    from bake.local import cloud
+
+    stopped = cloud.down(app.state)
+    emit(app, {"stopped": stopped}, "local cloud stopped" if stopped else "local cloud was not running")
+
+
+@local.command("status")
+@json_flag
+@pass_app
+def local_status(app: App) -> None:
+    """Show whether the local cloud is running, and where."""
+    from bake.local import cloud
+
+    info = cloud.status(app.state)
+    human = (f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"
+             if info["running"] else "local cloud not running")
+    emit(app, info, human)
+
+
+@cli.command()
+@json_flag
+@pass_app
+def doctor(app: App) -> None:
+    """Check what the toolkit needs on this machine and say how to install what is missing."""
+    checks = doctor_module.run_checks(app)
+    lines = [f"{'ok ' if check.ok else 'MISSING'} {check.name}: {check.detail}"
+             + ("" if check.ok or not check.fix else f"  -> {check.fix}") for check in checks]
+    emit(app, [check.__dict__ for check in checks], "\n".join(lines))
+    if not all(check.ok for check in checks if check.required):
+        raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line per error, the right exit code, tracebacks only with --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="bake", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        hint = " (run bake --help)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
+    except BakeError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; the interrupted stage was undone", err=True)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # a bug, not bad input: say so in one line unless debugging
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
+                   "(run with --debug for the traceback)", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""`bake.toml`: loaded and validated once, before anything else happens.
+
+Every problem is reported in plain words, naming the file, the key and what was expected; a config
+that loads is complete enough that no later stage has to re-check it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bake.errors import ConfigError
+
+DEFAULT_CONFIG = "bake.toml"
+TARGET_NAMES = ("local", "aws")
+STEP_KINDS = ("patch", "harden", "lineage", "shell", "chef")
+COLORS = ("blue", "green")
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def _seconds(value: Any) -> Any:
+    """Accept 90, "90s", "10m" or "1h" and give seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration (write 90, \"90s\", \"10m\" or \"1h\")")
+        return int(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSpec(_Model):
+    """Where an image starts from.
+
+    kinds: `debian` (the local target's own Debian disk, value = suite), `image` (another image of
+    this config, value = its name), `ssm` (an SSM parameter holding an AMI id), `ami` (an AMI id),
+    `filter` (the newest AMI matching `filter`).
+    """
+
+    kind: Literal["debian", "image", "ssm", "ami", "filter"]
+    value: str = ""
+    filter: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "filter":
+            return f"filter:{self.filter}"
+        if self.kind == "ami":
+            return self.value
+        return f"{self.kind}:{self.value}"
+
+
+def _parse_base(raw: Any) -> BaseSpec:
+    if isinstance(raw, BaseSpec):
+        return raw
+    if isinstance(raw, str):
+        if raw.startswith("ami-"):
+            return BaseSpec(kind="ami", value=raw)
+        kind, sep, value = raw.partition(":")
+        if sep and kind in ("debian", "image", "ssm") and value:
+            return BaseSpec(kind=kind, value=value)
+        raise ValueError(
+            f"'{raw}' is not a base (write \"debian:bookworm\", \"image:NAME\", "
+            "\"ssm:/parameter/name\", an AMI id, or a table { filter = {...} })"
+        )
+    if isinstance(raw, dict) and len(raw) == 1:
+        ((kind, value),) = raw.items()
+        if kind == "filter":
+            if not isinstance(value, dict) or not value.get("name"):
+                raise ValueError("a base filter needs at least name = \"pattern\"")
+            return BaseSpec(kind="filter", filter=value)
+        if kind in ("debian", "image", "ssm", "ami") and isinstance(value, str) and value:
+            return BaseSpec(kind=kind, value=value)
+    raise ValueError(
+        "a base is a string such as \"image:base\" or a table with one of "
+        "debian, image, ssm, ami, filter"
+    )
+
+
+def _parse_bases(raw: Any) -> dict[str, BaseSpec]:
+    """A base for every target, or a table `{ local = ..., aws = ... }`."""
+    if isinstance(raw, dict) and raw and set(raw) <= set(TARGET_NAMES):
+        return {target: _parse_base(spec) for target, spec in raw.items()}
+    spec = _parse_base(raw)
+    return {target: spec for target in TARGET_NAMES}
+
+
+class Step(_Model):
+    """One provisioning step of an image, in order."""
+
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _parse_step(raw: Any) -> Step:
+    if isinstance(raw, Step):
+        return raw
+    if isinstance(raw, str):
+        kind, options = raw, {}
+    elif isinstance(raw, dict) and len(raw) == 1:
+        ((kind, options),) = raw.items()
+        if isinstance(options, str):
+            options = {"script": options}
+        if not isinstance(options, dict):
+            raise ValueError(f"step '{kind}' takes a table of options")
+    else:
+        raise ValueError("a step is a name such as \"patch\" or a table such as { shell = \"x.sh\" }")
+    if kind not in STEP_KINDS:
+        raise ValueError(f"unknown step '{kind}' (known steps: {', '.join(STEP_KINDS)})")
+    return Step(kind=kind, options=options)
+
+
+class ImageConfig(_Model):
+    """A recipe for an AMI: where it starts, how it is provisioned, how it is proven."""
+
+    name: str
+    base: Annotated[dict[str, BaseSpec], BeforeValidator(_parse_bases)]
+    steps: list[Annotated[Step, BeforeValidator(_parse_step)]]
+    verify: list[Path] = Field(min_length=1)
+    description: str = ""
+    build_timeout: Seconds = 7200
+    verify_timeout: Seconds = 1800
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"'{name}' is not a usable image name (lowercase letters, digits and dashes, "
+                "starting with a letter)"
+            )
+        return name
+
+    def base_for(self, target: str) -> BaseSpec:
+        return self.base[target]
+
+    def has_step(self, kind: str) -> bool:
+        return any(step.kind == kind for step in self.steps)
+
+
+class Capacity(_Model):
+    min: int = Field(ge=0)
+    desired: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Capacity:
+        if not self.min <= self.desired <= self.max:
+            raise ValueError(f"needs min <= desired <= max, got {self.min}, {self.desired}, {self.max}")
+        return self
+
+
+def _parse_capacity(raw: Any) -> Any:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return {"min": raw, "desired": raw, "max": raw}
+    return raw
+
+
+class ColorNames(_Model):
+    asg: str
+    target_group: str
+
+
+class ServiceConfig(_Model):
+    """A blue/green pair of Auto Scaling groups behind one load balancer listener."""
+
+    name: str
+    image: str
+    capacity: Annotated[Capacity, BeforeValidator(_parse_capacity)]
+    instance_type: str | None = None
+    launch_template: str = ""
+    load_balancer: str = ""
+    listener_port: int = Field(default=80, gt=0, lt=65536)
+    blue: ColorNames | None = None
+    green: ColorNames | None = None
+    health_timeout: Seconds = 600
+    shift_steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [100])
+    shift_interval: Seconds = 30
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "name" not in data:
+            return data
+        name = data["name"]
+        data = dict(data)
+        data.setdefault("launch_template", name)
+        data.setdefault("load_balancer", name)
+        for color in COLORS:
+            data.setdefault(color, {"asg": f"{name}-{color}", "target_group": f"{name}-{color}"})
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"'{name}' is not a usable service name (lowercase letters, digits and dashes, "
+                "starting with a letter)"
+            )
+        return name
+
+    @field_validator("shift_steps")
+    @classmethod
+    def _ends_at_100(cls, steps: list[int]) -> list[int]:
+        if not steps or steps[-1] != 100 or steps != sorted(steps):
+            raise ValueError("must rise and end at 100, for example [10, 50, 100]")
+        return steps
+
+    def names(self, color: str) -> ColorNames:
+        return self.blue if color == "blue" else self.green  # type: ignore[return-value]
+
+
+class LocalSettings(_Model):
+    """The embedded local target: a moto server and QEMU machines on this host."""
+
+    region: str = "us-east-1"
+    accelerator: Literal["auto", "kvm", "tcg"] = "auto"
+    memory: int = Field(default=1024, ge=512)
+    cpus: int = Field(default=2, ge=1)
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    disk_size_gb: int = Field(default=4, ge=2)
+    boot_timeout: Seconds = 300
+    port: int = Field(default=0, ge=0, lt=65536)
+
+
+class AwsSettings(_Model):
+    """The production target: real AWS through boto3."""
+
+    region: str = "us-east-1"
+    profile: str | None = None
+
+
+class Config(_Model):
+    path: Path
+    target: Literal["local", "aws"] = "local"
+    state_dir: Path = Path(".bake")
+    packer_dir: Path = Path("packer")
+    cookbooks_dir: Path = Path("cookbooks")
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    images: dict[str, ImageConfig] = Field(min_length=1)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The folder paths in the config are relative to."""
+        return self.path.parent
+
+    @property
+    def packer_path(self) -> Path:
+        """The folder of Packer templates and the scripts they run."""
+        return self.root / self.packer_dir
+
+    @property
+    def cookbooks_path(self) -> Path:
+        return self.root / self.cookbooks_dir
+
+    @property
+    def region(self) -> str:
+        return self.local.region if self.target == "local" else self.aws.region
+
+    def image(self, name: str) -> ImageConfig:
+        if name not in self.images:
+            raise ConfigError(
+                f"unknown image '{name}' in {self.path}",
+                hint=f"known images: {', '.join(sorted(self.images))}",
+            )
+        return self.images[name]
+
+    def service(self, name: str) -> ServiceConfig:
+        if name not in self.services:
+            known = ", ".join(sorted(self.services)) or "none configured"
+            raise ConfigError(f"unknown service '{name}' in {self.path}", hint=f"known services: {known}")
+        return self.services[name]
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for image in self.images.values():
+            spec = image.base_for(self.target)
+            if spec.kind == "image":
+                if spec.value not in self.images:
+                    raise ValueError(
+                        f"images.{image.name}.base: no image '{spec.value}' "
+                        f"(known images: {', '.join(sorted(self.images))})"
+                    )
+                if spec.value == image.name:
+                    raise ValueError(f"images.{image.name}.base: an image cannot build on itself")
+            if spec.kind == "debian" and self.target != "local":
+                raise ValueError(
+                    f"images.{image.name}.base: debian:{spec.value} is built by the local target "
+                    f"only; on {self.target} give ssm:/parameter, an AMI id or a filter"
+                )
+            for path in image.verify:
+                if not (self.root / path).exists():
+                    raise ValueError(
+                        f"images.{image.name}.verify: '{path}' does not exist (expected a file or "
+                        f"folder of testinfra suites relative to {self.root})"
+                    )
+        for service in self.services.values():
+            if service.image not in self.images:
+                raise ValueError(
+                    f"services.{service.name}.image: no image '{service.image}' "
+                    f"(known images: {', '.join(sorted(self.images))})"
+                )
+        _check_layer_cycles(self)
+        return self
+
+
+def _check_layer_cycles(config: Config) -> None:
+    for start in config.images:
+        seen = {start}
+        spec = config.images[start].base_for(config.target)
+        while spec.kind == "image":
+            if spec.value in seen:
+                raise ValueError(f"images.{start}.base: layers form a cycle through '{spec.value}'")
+            seen.add(spec.value)
+            spec = config.images[spec.value].base_for(config.target)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"{location}: {message}" if location else message
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError naming every problem found."""
+    path = Path(path or os.environ.get("BAKE_CONFIG") or DEFAULT_CONFIG).absolute()
+    if not path.is_file():
+        raise ConfigError(
+            f"no config file at {path}",
+            hint="create bake.toml or pass --config PATH",
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return from_dict(raw, path)
+
+
+def from_dict(raw: dict[str, Any], path: Path) -> Config:
+    """Validate an already-parsed config; `path` anchors relative paths and names the file."""
+    data = dict(raw)
+    for section in ("images", "services"):
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            data[section] = {
+                name: {**body, "name": name} if isinstance(body, dict) else body
+                for name, body in entries.items()
+            }
+    data["path"] = path
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+    if override := os.environ.get("BAKE_STATE_DIR"):
+        config = config.model_copy(update={"state_dir": Path(override)})
+    return config
+
+
+def state_dir(config: Config) -> Path:
+    """The state directory, absolute: history, locks, rendered templates, images, logs."""
+    directory = config.state_dir
+    return directory if directory.is_absolute() else config.root / directory

@@ -1,0 +1,71 @@
+"""The toolkit's exceptions, in one place.
+
+Library code raises these; only the CLI prints them and chooses the exit code. Each error carries the
+exit code the CLI should use and an optional hint that says what would be right.
+"""
+
+from __future__ import annotations
+
+
+class BakeError(Exception):
+    """Base of every error the toolkit reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def format_message(self) -> str:
+        """One line: what is wrong and, when known, what would be right."""
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+    def __str__(self) -> str:
+        return self.format_message()
+
+
+class InputError(BakeError):
+    """Bad input: usage, configuration, templates. Nothing has been done."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """`bake.toml` is missing, malformed or inconsistent."""
+
+
+class StageFailed(BakeError):
+    """A stage of a run failed; nothing was promoted and traffic is unchanged or restored."""
+
+    exit_code = 1
+
+    def __init__(self, stage: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{stage}: {message}", hint=hint)
+        self.stage = stage
+
+
+class CommandFailed(BakeError):
+    """A subprocess exited non-zero."""
+
+    def __init__(self, argv: list[str], returncode: int, output: str = "") -> None:
+        tail = output.strip().splitlines()[-1] if output.strip() else ""
+        detail = f": {tail}" if tail else ""
+        super().__init__(f"{argv[0]} exited with status {returncode}{detail}")
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+
+
+class LockHeld(BakeError):
+    """Another run holds the lock of a service or image."""
+
+    exit_code = 3
+
+
+class ToolMissing(BakeError):
+    """A program the toolkit needs is not installed."""
+
+    exit_code = 1

@@ -1,0 +1,306 @@
+"""History of runs, stages, builds and the local image store, in SQLite.
+
+Every run and every stage is written here as it starts and as it ends, and every cloud resource is
+recorded before anything waits on it, so a crash leaves a record rather than an orphan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ami TEXT,
+    error TEXT,
+    pid INTEGER,
+    started TEXT NOT NULL,
+    finished TEXT
+);
+CREATE TABLE IF NOT EXISTS stages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT,
+    outputs TEXT,
+    started TEXT NOT NULL,
+    finished TEXT,
+    seconds REAL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    image TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    source_ami TEXT,
+    artifact TEXT,
+    ami TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    sha256 TEXT PRIMARY KEY,
+    image TEXT NOT NULL,
+    path TEXT NOT NULL,
+    ami TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    image TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    suites_digest TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    kernel TEXT,
+    junit TEXT,
+    summary TEXT,
+    finished TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stages_by_run ON stages(run_id);
+CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, digest);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _seconds_between(started: str, finished: str | None) -> float | None:
+    if not finished:
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return round(
+        (datetime.strptime(finished, fmt) - datetime.strptime(started, fmt)).total_seconds(), 3
+    )
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class History:
+    """The SQLite history database of one state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def _write(self, sql: str, params: tuple = ()) -> int:
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(sql, params)
+            return cursor.lastrowid or 0
+
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with closing(self._connect()) as db:
+            return db.execute(sql, params).fetchall()
+
+    # runs and stages
+
+    def start_run(self, command: str, subject: str, target: str) -> str:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        self._write(
+            "INSERT INTO runs (run_id, command, subject, target, status, pid, started)"
+            " VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            (run_id, command, subject, target, os.getpid(), now()),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        self._write(
+            "UPDATE runs SET status = ?, error = ?, finished = ? WHERE run_id = ?",
+            (status, error, now(), run_id),
+        )
+
+    def set_run_ami(self, run_id: str, ami: str) -> None:
+        self._write("UPDATE runs SET ami = ? WHERE run_id = ?", (ami, run_id))
+
+    def start_stage(self, run_id: str, name: str) -> int:
+        return self._write(
+            "INSERT INTO stages (run_id, name, status, started) VALUES (?, ?, 'running', ?)",
+            (run_id, name, now()),
+        )
+
+    def finish_stage(
+        self, stage_id: int, status: str, detail: str = "", outputs: dict[str, Any] | None = None
+    ) -> None:
+        finished = now()
+        (row,) = self._read("SELECT started FROM stages WHERE id = ?", (stage_id,))
+        self._write(
+            "UPDATE stages SET status = ?, detail = ?, outputs = ?, finished = ?, seconds = ?"
+            " WHERE id = ?",
+            (
+                status,
+                detail,
+                json.dumps(outputs or {}),
+                finished,
+                _seconds_between(row["started"], finished),
+                stage_id,
+            ),
+        )
+
+    def record_resource(self, run_id: str, stage: str, kind: str, resource_id: str) -> None:
+        self._write(
+            "INSERT INTO resources (run_id, stage, kind, resource_id, created) VALUES (?, ?, ?, ?, ?)",
+            (run_id, stage, kind, resource_id, now()),
+        )
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs first, each with its stages and the resources it created."""
+        result = []
+        for row in self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,)):
+            run = dict(row)
+            if run["status"] == "running" and not _pid_alive(run.pop("pid")):
+                run["status"] = "interrupted"
+            run.pop("pid", None)
+            run["seconds"] = _seconds_between(run["started"], run["finished"])
+            run["stages"] = [
+                {
+                    "name": stage["name"],
+                    "status": stage["status"],
+                    "started": stage["started"],
+                    "finished": stage["finished"],
+                    "seconds": stage["seconds"],
+                    "detail": stage["detail"],
+                    "outputs": json.loads(stage["outputs"] or "{}"),
+                }
+                for stage in self._read(
+                    "SELECT * FROM stages WHERE run_id = ? ORDER BY id", (run["run_id"],)
+                )
+            ]
+            run["resources"] = [
+                {"stage": r["stage"], "kind": r["kind"], "id": r["resource_id"]}
+                for r in self._read(
+                    "SELECT * FROM resources WHERE run_id = ? ORDER BY id", (run["run_id"],)
+                )
+            ]
+            result.append(run)
+        return result
+
+    # builds, artifacts, verifications
+
+    def record_build(
+        self,
+        run_id: str,
+        image: str,
+        digest: str,
+        source_ami: str,
+        artifact: str | None,
+        ami: str | None,
+    ) -> None:
+        self._write(
+            "INSERT INTO builds (run_id, image, digest, source_ami, artifact, ami, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, image, digest, source_ami, artifact, ami, now()),
+        )
+
+    def set_build_ami(self, image: str, digest: str, ami: str) -> None:
+        self._write(
+            "UPDATE builds SET ami = ? WHERE image = ? AND digest = ?", (ami, image, digest)
+        )
+
+    def builds(self, image: str, digest: str | None = None) -> list[dict[str, Any]]:
+        """Builds of an image, newest first; only those with `digest` when given."""
+        if digest is None:
+            rows = self._read("SELECT * FROM builds WHERE image = ? ORDER BY id DESC", (image,))
+        else:
+            rows = self._read(
+                "SELECT * FROM builds WHERE image = ? AND digest = ? ORDER BY id DESC",
+                (image, digest),
+            )
+        return [dict(row) for row in rows]
+
+    def record_artifact(self, sha256: str, image: str, path: Path) -> None:
+        self._write(
+            "INSERT INTO artifacts (sha256, image, path, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(sha256) DO UPDATE SET path = excluded.path",
+            (sha256, image, str(path), now()),
+        )
+
+    def set_artifact_ami(self, sha256: str, ami: str) -> None:
+        self._write("UPDATE artifacts SET ami = ? WHERE sha256 = ?", (ami, sha256))
+
+    def artifact(self, sha256: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM artifacts WHERE sha256 = ?", (sha256,))
+        return dict(rows[0]) if rows else None
+
+    def artifact_for_ami(self, ami: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM artifacts WHERE ami = ?", (ami,))
+        return dict(rows[0]) if rows else None
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._read("SELECT * FROM artifacts ORDER BY created")]
+
+    def record_verification(
+        self,
+        run_id: str,
+        image: str,
+        subject: str,
+        suites_digest: str,
+        passed: bool,
+        kernel: str,
+        junit: Path | None,
+        summary: str,
+    ) -> None:
+        self._write(
+            "INSERT INTO verifications"
+            " (run_id, image, subject, suites_digest, passed, kernel, junit, summary, finished)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, image, subject, suites_digest, int(passed), kernel, str(junit or ""),
+             summary, now()),
+        )
+
+    def verification(self, subject: str, suites_digest: str) -> dict[str, Any] | None:
+        """The newest verification of `subject` (an artifact or AMI) by these suites."""
+        rows = self._read(
+            "SELECT * FROM verifications WHERE subject = ? AND suites_digest = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (subject, suites_digest),
+        )
+        return dict(rows[0]) if rows else None
+
+    def newest_verified(self, image: str) -> dict[str, Any] | None:
+        """The newest build of `image` that passed verification, with what it was verified on."""
+        rows = self._read(
+            "SELECT b.artifact, b.ami, b.digest, b.source_ami, v.kernel, v.run_id"
+            " FROM verifications v JOIN builds b"
+            " ON b.image = v.image AND (b.artifact = v.subject OR b.ami = v.subject)"
+            " WHERE v.image = ? AND v.passed = 1 ORDER BY v.id DESC LIMIT 1",
+            (image,),
+        )
+        return dict(rows[0]) if rows else None

@@ -1,0 +1,218 @@
+"""The one door to the outside world: every subprocess the toolkit starts goes through a Runner.
+
+Packer, QEMU, mmdebstrap, ssh and pytest are all started here, so logging, timeouts and
+cancellation are written once, and tests can watch or replace every command in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bake.errors import BakeError, CommandFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left behind."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Process:
+    """A background process (a VM, the local cloud) started by the runner."""
+
+    def __init__(self, popen: subprocess.Popen, argv: list[str]) -> None:
+        self._popen = popen
+        self.argv = argv
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._popen.wait(timeout=timeout)
+
+    def stop(self, grace: float = 10.0) -> int:
+        """Terminate the process group, then kill it if it outlives `grace` seconds."""
+        if self._popen.poll() is not None:
+            return self._popen.returncode
+        _signal_group(self._popen.pid, signal.SIGTERM)
+        try:
+            return self._popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(self._popen.pid, signal.SIGKILL)
+            return self._popen.wait(timeout=grace)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = dict(os.environ)
+    if env:
+        merged.update(env)
+    return merged
+
+
+class Runner:
+    """Starts commands. Replace it (or subclass it) in unit tests; the product uses this one."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        input: str | None = None,
+    ) -> Completed:
+        """Run a command to completion and capture its output."""
+        argv = [str(a) for a in argv]
+        log.debug("run: %s", " ".join(argv))
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=_environment(env),
+                cwd=cwd,
+                input=input,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BakeError(f"{argv[0]} did not finish within {timeout:.0f}s") from exc
+        result = Completed(
+            argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+        )
+        if check and not result.ok:
+            raise CommandFailed(argv, result.returncode, result.stderr or result.stdout)
+        return result
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        on_line: Callable[[str], None],
+        log_path: Path | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+    ) -> Completed:
+        """Run a command, handing each output line to `on_line` and to `log_path` as it comes.
+
+        stderr is merged into stdout. Ctrl-C or a timeout stops the whole process group.
+        """
+        argv = [str(a) for a in argv]
+        log.debug("stream: %s", " ".join(argv))
+        started = time.monotonic()
+        log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                env=_environment(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            if log_file:
+                log_file.close()
+            raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+        timed_out = threading.Event()
+        timer = None
+        if timeout:
+            def expire() -> None:
+                timed_out.set()
+                _signal_group(popen.pid, signal.SIGTERM)
+
+            timer = threading.Timer(timeout, expire)
+            timer.start()
+        tail: list[str] = []
+        try:
+            assert popen.stdout is not None
+            for raw in popen.stdout:
+                line = raw.rstrip("\n")
+                if log_file:
+                    log_file.write(raw)
+                    log_file.flush()
+                tail = (tail + [line])[-50:]
+                on_line(line)
+            returncode = popen.wait()
+        except BaseException:
+            Process(popen, argv).stop()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+            if log_file:
+                log_file.close()
+        if timed_out.is_set():
+            raise BakeError(f"{argv[0]} did not finish within {timeout:.0f}s")
+        result = Completed(argv, returncode, "\n".join(tail), "", time.monotonic() - started)
+        if check and not result.ok:
+            raise CommandFailed(argv, returncode, result.stdout)
+        return result
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+    ) -> Process:
+        """Start a background process in its own session, its output going to `log_path`.
+
+        The process outlives this Python process unless stopped; callers that own it stop it.
+        """
+        argv = [str(a) for a in argv]
+        log.debug("spawn: %s", " ".join(argv))
+        with open(log_path, "ab") as log_file:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_environment(env),
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+        return Process(popen, argv)

@@ -1,0 +1,124 @@
+"""SSH to the machines the toolkit boots: a key pair of its own, a client config, and a wait.
+
+Every call goes through the Runner; the same key and config serve testinfra's ssh backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bake.errors import BakeError
+from bake.runner import Completed, Runner
+from bake.targets.base import SshHost
+
+KEY_NAME = "id_ed25519"
+CONFIG_NAME = "ssh_config"
+
+SSH_OPTIONS = {
+    "StrictHostKeyChecking": "no",
+    "UserKnownHostsFile": "/dev/null",
+    "LogLevel": "ERROR",
+    "ConnectTimeout": "5",
+    "BatchMode": "yes",
+    "ServerAliveInterval": "10",
+}
+
+
+def ensure_keypair(runner: Runner, directory: Path) -> tuple[Path, Path]:
+    """The toolkit's ed25519 key pair in `directory`, created on first use; (private, public)."""
+    private = directory / KEY_NAME
+    public = directory / f"{KEY_NAME}.pub"
+    if private.is_file() and public.is_file():
+        return private, public
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    private.unlink(missing_ok=True)
+    public.unlink(missing_ok=True)
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "goldenbake", "-f", private])
+    return private, public
+
+
+def write_ssh_config(directory: Path) -> Path:
+    """An ssh_config for throwaway machines: no host key checks, no prompts, quick failures."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CONFIG_NAME
+    body = "Host *\n" + "".join(f"    {key} {value}\n" for key, value in SSH_OPTIONS.items())
+    if not path.is_file() or path.read_text(encoding="utf-8") != body:
+        path.write_text(body, encoding="utf-8")
+    return path
+
+
+def ssh_argv(host: SshHost, command: str) -> list[str]:
+    """The ssh command line that runs `command` on `host`."""
+    return [
+        "ssh",
+        "-F",
+        str(host.config_file),
+        "-i",
+        str(host.identity_file),
+        "-p",
+        str(host.port),
+        f"{host.user}@{host.host}",
+        command,
+    ]
+
+
+def run(
+    runner: Runner,
+    host: SshHost,
+    command: str,
+    *,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Completed:
+    """Run a shell command on `host` and capture its output."""
+    return runner.run(ssh_argv(host, command), check=check, timeout=timeout)
+
+
+def wait_for_ssh(
+    runner: Runner,
+    host: SshHost,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] | None = None,
+    interval: float = 2,
+) -> float:
+    """Poll `host` with `ssh true` every `interval` seconds until it answers; seconds waited.
+
+    Fails early when `alive()` says the machine is gone, and after `timeout` seconds otherwise.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    last_error = ""
+    while True:
+        if alive is not None and not alive():
+            raise BakeError(
+                f"the machine behind {host.host}:{host.port} stopped before SSH answered"
+                f" (after {time.monotonic() - started:.0f}s)",
+                hint="see its console log",
+            )
+        attempt_started = time.monotonic()
+        try:
+            result = run(runner, host, "true", check=False, timeout=15)
+        except BakeError as exc:
+            last_error = exc.message
+        else:
+            if result.ok:
+                return time.monotonic() - started
+            last_error = _last_line(result.stderr or result.stdout)
+        now = time.monotonic()
+        if now >= deadline:
+            detail = f": {last_error}" if last_error else ""
+            raise BakeError(
+                f"SSH on {host.host}:{host.port} did not answer within {now - started:.0f}s"
+                f"{detail}",
+                hint="see the machine's console log",
+            )
+        time.sleep(max(0.0, min(interval - (now - attempt_started), deadline - now)))
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""

@@ -1,0 +1,126 @@
+"""build: `packer build` of the rendered template, streaming progress and logging every line; the
+artifact is taken from Packer's manifest. A build whose inputs were already built is reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bake import packer
+from bake.config import ImageConfig
+from bake.console import Progress, duration
+from bake.context import RunContext
+from bake.errors import CommandFailed, StageFailed
+from bake.stages.base import Outcome, Stage
+from bake.stages.render import Rendered, render_image
+from bake.targets.base import Built, SourceImage
+
+DIGEST_VERSION = b"goldenbake-build-1"
+
+
+def build_digest(
+    rendered: Rendered, source: SourceImage, image: ImageConfig, target: str, day: str
+) -> str:
+    """The digest of everything that decides what a build produces.
+
+    The patch step's real input is the state of the Debian archive, so an image with a patch step
+    includes the (UTC) day: a nightly bake rebuilds, a second bake the same day reuses.
+    """
+    digest = hashlib.sha256(DIGEST_VERSION)
+    digest.update(f"\0target={target}\0".encode())
+    digest.update(rendered.text.encode())
+    for path in rendered.files:
+        digest.update(f"\0file={path.name}\0".encode())
+        digest.update(path.read_bytes())
+    digest.update(f"\0source={source.artifact or source.ami}\0".encode())
+    if image.has_step("patch"):
+        digest.update(f"\0patch-day={day}\0".encode())
+    return digest.hexdigest()
+
+
+class Build(Stage):
+    name = "build"
+    work: Path | None = None
+
+    def run(self) -> Outcome:
+        ctx, image = self.ctx, self.ctx.require_image()
+        rendered = ctx.outputs.get("rendered") or render_image(ctx, image)
+        source = ctx.target.resolve_base(image)
+        ctx.outputs["source"] = source
+        digest = build_digest(
+            rendered, source, image, ctx.target.name, datetime.now(UTC).date().isoformat()
+        )
+        if not ctx.options.get("rebuild"):
+            for earlier in ctx.history.builds(image.name, digest):
+                built = Built(image.name, digest, earlier["source_ami"], earlier["artifact"],
+                              earlier["ami"])
+                if ctx.target.still_exists(built):
+                    return Outcome.skipped(
+                        f"inputs {digest[:12]} already built by run {earlier['run_id']}",
+                        built=asdict(built),
+                    )
+        built = self._packer_build(rendered, source, digest)
+        ctx.history.record_build(
+            ctx.run_id, image.name, digest, source.ami, built.artifact, built.ami
+        )
+        return Outcome.done(
+            f"{built.ami or 'artifact ' + (built.artifact or '')[:12]} from {source.description}",
+            built=asdict(built),
+        )
+
+    def _packer_build(self, rendered: Rendered, source: SourceImage, digest: str) -> Built:
+        ctx, image = self.ctx, self.ctx.require_image()
+        self.work = ctx.state.work_dir(f"build-{image.name}-{ctx.run_id}")
+        manifest_path = self.work / "manifest.json"
+        variables = {
+            **source.variables,
+            "source_ami": source.ami,
+            "build_digest": digest,
+            "run_id": ctx.run_id,
+            "manifest_path": str(manifest_path),
+            **ctx.target.build_variables(self.work),
+        }
+        argv = ["packer", "build", "-machine-readable", "-color=false"]
+        for name, value in sorted(variables.items()):
+            argv += ["-var", f"{name}={value}"]
+        log_path = ctx.state.run_dir(ctx.run_id) / f"build-{image.name}.log"
+        progress = Progress(ctx.console, f"packer build {image.name}")
+        errors: list[str] = []
+
+        def on_line(line: str) -> None:
+            parsed = packer.MachineLine.parse(line)
+            if parsed is None:
+                return
+            if parsed.error:
+                errors.append(parsed.error)
+            progress.update(parsed.step)
+
+        try:
+            ctx.runner.stream(
+                [*argv, str(rendered.path)],
+                on_line=on_line,
+                log_path=log_path,
+                env={**packer.PACKER_ENV, **ctx.target.packer_environment()},
+                timeout=image.build_timeout,
+                cwd=self.work,
+            )
+        except CommandFailed:
+            reason = errors[-1].splitlines()[0] if errors else "see the log"
+            raise StageFailed(
+                "build", f"packer build failed after {duration(progress.elapsed)}: {reason}",
+                hint=f"full log: {log_path}",
+            ) from None
+        ctx.console.line(f"    packer build {image.name} finished in {duration(progress.elapsed)}")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        built = ctx.target.collect(manifest, image, digest, source)
+        ctx.record_resource("ami" if built.ami else "artifact", built.ami or built.artifact or "")
+        shutil.rmtree(self.work, ignore_errors=True)
+        return built
+
+    def undo(self) -> None:
+        if self.work:
+            shutil.rmtree(self.work, ignore_errors=True)

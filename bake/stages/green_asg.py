@@ -1,0 +1,152 @@
+"""green-asg: the standby colour's Auto Scaling group, on the new launch template version, healthy.
+
+"Green" is whichever colour is not live. An existing standby group is emptied before it takes the
+new version: changing a group's launch template does not replace running instances.
+"""
+
+from __future__ import annotations
+
+from bake import bluegreen
+from bake.aws import autoscaling, elbv2
+from bake.aws.session import Cloud
+from bake.context import RunContext
+from bake.errors import StageFailed
+from bake.stages.base import Outcome, Stage
+
+Capacity = tuple[int, int, int]
+
+
+class GreenAsgStage(Stage):
+    """Put the standby colour on the new version at the service's capacity, and wait for health."""
+
+    name = "green-asg"
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self._created_asg: str | None = None
+        self._previous: tuple[str, str, str, Capacity] | None = None
+
+    def run(self) -> Outcome:
+        service, cloud = self.ctx.require_service(), self.ctx.target.cloud
+        template_id = self.ctx.outputs["launch_template_id"]
+        version = int(self.ctx.outputs["launch_template_version"])
+        capacity = (service.capacity.min, service.capacity.desired, service.capacity.max)
+        state = bluegreen.describe(cloud, service)
+        color = bluegreen.other(state.live.color)
+        asg, standby = service.names(color).asg, state.standby
+        if standby and _serves(cloud, standby, template_id, version, service.capacity.desired):
+            return Outcome.skipped(
+                f"{asg} already runs version {version}, healthy",
+                color=color,
+                asg=asg,
+                target_group_arn=standby.target_group_arn,
+            )
+        target_group_arn = self._target_group(state, service.names(color).target_group)
+        if standby is None:
+            self._create(state, color, target_group_arn, (template_id, version, capacity))
+        else:
+            self._replace(standby, target_group_arn, (template_id, str(version), capacity))
+        self.ctx.console.line(
+            f"    {asg}: waiting up to {service.health_timeout}s for "
+            f"{service.capacity.desired} healthy instances on version {version}"
+        )
+        health = bluegreen.wait_healthy(
+            cloud, asg, target_group_arn, service.capacity.desired, service.health_timeout
+        )
+        if not health.ok:
+            raise StageFailed(
+                self.name,
+                f"{asg} is not healthy after {service.health_timeout}s: {health.describe()}",
+                hint="traffic was not moved; see the health check reasons above",
+            )
+        return Outcome.done(
+            f"{asg} runs version {version} with {len(health.in_service)} healthy instances",
+            color=color,
+            asg=asg,
+            target_group_arn=target_group_arn,
+        )
+
+    def _target_group(self, state: bluegreen.ServiceState, name: str) -> str:
+        """The standby target group's ARN, created like the live one when missing."""
+        cloud = self.ctx.target.cloud
+        found = elbv2.find_target_group(cloud, name)
+        if found:
+            return found["TargetGroupArn"]
+        if state.live.target_group_info is None:
+            raise StageFailed(self.name, f"no target group '{name}', and none live to mirror")
+        arn = elbv2.mirror_target_group(cloud, name, state.live.target_group_info)["TargetGroupArn"]
+        self.ctx.record_resource("target-group", arn)
+        return arn
+
+    def _create(
+        self,
+        state: bluegreen.ServiceState,
+        color: str,
+        target_group_arn: str,
+        new: tuple[str, int, Capacity],
+    ) -> None:
+        """Create the standby group like the live one (subnets, health checks, tags)."""
+        service = self.ctx.require_service()
+        asg = service.names(color).asg
+        if state.live.group is None:
+            raise StageFailed(self.name, f"no live Auto Scaling group to mirror as {asg}")
+        template_id, version, capacity = new
+        autoscaling.create_like(
+            self.ctx.target.cloud,
+            asg,
+            state.live.group,
+            launch_template_id=template_id,
+            launch_template_version=version,
+            capacity=capacity,
+            target_group_arn=target_group_arn,
+            tags={"bake:service": service.name, "bake:color": color},
+        )
+        self._created_asg = asg
+        self.ctx.record_resource("auto-scaling-group", asg)
+
+    def _replace(
+        self, standby: bluegreen.ColorState, target_group_arn: str, new: tuple[str, str, Capacity]
+    ) -> None:
+        """Remember the standby group as it is, attach its target group, move it to `new`."""
+        group, cloud = standby.group or {}, self.ctx.target.cloud
+        asg, template = group["AutoScalingGroupName"], group.get("LaunchTemplate")
+        if not template:
+            raise StageFailed(self.name, f"{asg} does not run from a launch template")
+        current = (group["MinSize"], group["DesiredCapacity"], group["MaxSize"])
+        # The number it ran, not "$Latest": that would now mean the new version.
+        version = str(standby.launch_template_version or template["Version"])
+        self._previous = (asg, template["LaunchTemplateId"], version, current)
+        autoscaling.ensure_target_group(cloud, group, target_group_arn)
+        self._move(asg, *new)
+
+    def _move(self, asg: str, template_id: str, version: str, capacity: Capacity) -> None:
+        timeout = self.ctx.require_service().health_timeout
+        cloud = self.ctx.target.cloud
+        if not autoscaling.replace_instances(cloud, asg, template_id, version, capacity, timeout):
+            raise StageFailed(self.name, f"the instances of {asg} did not terminate in {timeout}s")
+
+    def undo(self) -> None:
+        """Delete the group this stage created, or put the standby back as it was."""
+        if self._created_asg:
+            autoscaling.delete_group(self.ctx.target.cloud, self._created_asg)
+            self.ctx.console.line(f"    deleted {self._created_asg}")
+        elif self._previous:
+            asg, template_id, version, capacity = self._previous
+            self._move(asg, template_id, version, capacity)
+            self.ctx.console.line(f"    {asg} back on version {version}, capacity {capacity}")
+        self._created_asg = self._previous = None
+
+
+def _serves(
+    cloud: Cloud, standby: bluegreen.ColorState, template_id: str, version: int, desired: int
+) -> bool:
+    """Whether the standby already serves this version: healthy, every instance on its AMI."""
+    if not (
+        standby.launch_template_id == template_id
+        and standby.launch_template_version == version
+        and standby.desired == desired
+        and standby.health.ok
+    ):
+        return False
+    images = autoscaling.instance_images(cloud, standby.health.in_service)
+    return set(images.values()) == {standby.ami}

@@ -1,0 +1,19 @@
+"""rollback: send the service's traffic back to its standby colour, which is still running."""
+
+from __future__ import annotations
+
+from bake import bluegreen
+from bake.stages.base import Outcome, Stage
+
+
+class Rollback(Stage):
+    name = "rollback"
+
+    def run(self) -> Outcome:
+        service = self.ctx.require_service()
+        state = bluegreen.rollback(self.ctx.target.cloud, service, self.ctx.console.line)
+        self.ctx.history.set_run_ami(self.ctx.run_id, state.live.ami or "")
+        return Outcome.done(
+            f"{state.live.color} is live again on {state.live.ami}",
+            live_color=state.live.color, ami=state.live.ami,
+        )

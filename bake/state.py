@@ -1,0 +1,56 @@
+"""The layout of the state directory: one place that names every file the toolkit keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    def ensure(self) -> StateDir:
+        for directory in (self.root, self.locks, self.logs, self.store, self.ssh, self.local):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def history_db(self) -> Path:
+        return self.root / "history.sqlite"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def store(self) -> Path:
+        """The local image store: disk artifacts addressed by sha256."""
+        return self.root / "images"
+
+    @property
+    def ssh(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def local(self) -> Path:
+        """The local target's cloud: its address, pid and log."""
+        return self.root / "local"
+
+    def rendered(self, image: str, target: str) -> Path:
+        return self.root / "render" / image / f"{target}.pkr.hcl"
+
+    def run_dir(self, run_id: str) -> Path:
+        path = self.logs / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def work_dir(self, name: str) -> Path:
+        """Scratch space for a build or a VM, removed by its owner."""
+        path = self.root / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,219 @@
+"""The embedded local target: a moto server plays AWS, QEMU plays EC2's machines, and disks live in
+a local image store mapped to the AMIs registered in moto."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bake import ssh
+from bake.aws import images
+from bake.aws.session import Cloud
+from bake.config import Config, ImageConfig
+from bake.console import Console
+from bake.errors import BakeError, InputError
+from bake.history import History
+from bake.local import basedisk, qemu, seed
+from bake.local import cloud as local_cloud
+from bake.local.store import ImageStore
+from bake.runner import Runner
+from bake.state import StateDir
+from bake.targets.base import Built, SourceImage, SshHost
+
+PLACEHOLDER_SHA = "0" * 64
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(
+        self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
+    ) -> None:
+        self.config = config
+        self.settings = config.local
+        self.state = state
+        self.history = history
+        self.runner = runner
+        self.console = console
+        self.store = ImageStore(state.store, history)
+        self._cloud: Cloud | None = None
+        self._prepared = False
+
+    @property
+    def cloud(self) -> Cloud:
+        if self._cloud is None:
+            running = local_cloud.up(self.runner, self.state, self.settings.region, self.settings.port)
+            self._cloud = running.cloud()
+        return self._cloud
+
+    @cached_property
+    def keypair(self) -> tuple[Path, Path]:
+        return ssh.ensure_keypair(self.runner, self.state.ssh)
+
+    @cached_property
+    def accelerator(self) -> str:
+        return qemu.choose_accelerator(self.runner, self.state.local, self.settings.accelerator)
+
+    # rendering and building
+
+    def template(self) -> str:
+        return "local.pkr.hcl.j2"
+
+    def template_context(self, image: ImageConfig) -> dict[str, Any]:
+        private_key, _ = self.keypair
+        return {
+            "builder": "qemu",
+            "mirror": self.settings.mirror,
+            "security_mirror": self.settings.security_mirror,
+            "local": {
+                "accelerator": self.accelerator,
+                "memory": self.settings.memory,
+                "cpus": self.settings.cpus,
+                "ssh_private_key_file": str(private_key),
+                "boot_timeout": self.settings.boot_timeout,
+            },
+        }
+
+    def placeholder_variables(self) -> dict[str, str]:
+        scratch = self.state.root / "work" / "validate"
+        return {
+            "source_disk": str(scratch / "source.qcow2"),
+            "source_checksum": f"sha256:{PLACEHOLDER_SHA}",
+            "source_ami": "ami-00000000000000000",
+            "build_digest": PLACEHOLDER_SHA,
+            "run_id": "validate",
+            "output_directory": str(scratch / "output"),
+            "manifest_path": str(scratch / "manifest.json"),
+        }
+
+    def build_variables(self, work: Path) -> dict[str, str]:
+        return {"output_directory": str(work / "output")}
+
+    def packer_environment(self) -> dict[str, str]:
+        return {"PACKER_CACHE_DIR": str(self.state.root / "work" / "packer_cache")}
+
+    # the local cloud
+
+    def prepare(self) -> None:
+        """Start the local cloud if needed, and re-seed it if it was restarted."""
+        if self._prepared:
+            return
+        base_ami = self.base_ami()
+        if seed.ensure_seeded(self.cloud, self.config, base_ami):
+            self.console.line(f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})")
+            self._republish_verified()
+        self._prepared = True
+
+    def base_ami(self, suite: str = "bookworm") -> str:
+        """The AMI of the local Debian base disk, building the disk when its inputs changed."""
+        _, public_key = self.keypair
+        disk = basedisk.build(
+            self.runner, self.state, self.history, self.settings, public_key, suite,
+            console_line=self.console.line,
+        )
+        return self._ami_for(disk.sha256, f"debian-{suite}", {"bake:base": f"debian:{suite}"})
+
+    def _ami_for(self, sha256: str, label: str, tags: dict[str, str]) -> str:
+        ami = self.store.ami(sha256)
+        if ami and images.describe(self.cloud, ami):
+            return ami
+        ec2 = self.cloud.client("ec2")
+        ami = ec2.register_image(
+            Name=f"goldenbake-{label}-{sha256[:16]}",
+            Description=f"goldenbake local image {label}, disk sha256:{sha256}",
+            Architecture="x86_64",
+            RootDeviceName="/dev/xvda",
+            VirtualizationType="hvm",
+            BlockDeviceMappings=[{
+                "DeviceName": "/dev/xvda",
+                "Ebs": {"VolumeSize": self.settings.disk_size_gb, "VolumeType": "gp3"},
+            }],
+        )["ImageId"]
+        images.tag(self.cloud, ami, {"bake:artifact-sha256": sha256, **tags})
+        self.store.set_ami(sha256, ami)
+        return ami
+
+    def _republish_verified(self) -> None:
+        """After a restart of the local cloud, bring back each image's newest verified AMI."""
+        for name in self.config.images:
+            found = self.history.newest_verified(name)
+            if not found or not self.store.exists(found["artifact"]):
+                continue
+            ami = self._ami_for(found["artifact"], name, {})
+            images.tag(self.cloud, ami, images.lineage_tags(
+                image=name, digest=found["digest"], source_ami=found["source_ami"],
+                verified=True, kernel=found["kernel"] or "", run_id=found["run_id"],
+            ))
+            images.publish(self.cloud, name, ami)
+
+    def resolve_base(self, image: ImageConfig) -> SourceImage:
+        spec = image.base_for(self.name)
+        where = f"images.{image.name}.base"
+        if spec.kind == "debian":
+            ami = self.base_ami(spec.value)
+        else:
+            ami = images.resolve(self.cloud, spec, where)
+        sha256 = self.store.sha_for_ami(ami)
+        if sha256 is None or not self.store.exists(sha256):
+            raise InputError(f"{where}: {ami} has no disk in the local image store {self.store.directory}")
+        return SourceImage(
+            ami=ami,
+            description=f"{spec.describe()} ({ami})",
+            variables={
+                "source_disk": str(self.store.path(sha256)),
+                "source_checksum": f"sha256:{sha256}",
+            },
+            artifact=sha256,
+        )
+
+    def collect(
+        self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    ) -> Built:
+        build = _last_build(manifest)
+        files = build.get("files") or []
+        if not files:
+            raise BakeError(f"packer's manifest lists no disk for {image.name}")
+        sha256 = self.store.put(Path(files[0]["name"]), image.name)
+        return Built(image.name, digest, source.ami, artifact=sha256)
+
+    def still_exists(self, built: Built) -> bool:
+        return bool(built.artifact) and self.store.exists(built.artifact or "")
+
+    def ensure_ami(self, built: Built) -> str:
+        if not built.artifact:
+            raise BakeError(f"build {built.digest[:12]} of {built.image} has no local disk")
+        return self._ami_for(built.artifact, built.image, {"bake:image": built.image})
+
+    @contextmanager
+    def machine(self, built: Built, image: ImageConfig, log_path: Path) -> Iterator[SshHost]:
+        private_key, _ = self.keypair
+        work = self.state.work_dir(f"verify-{image.name}-{(built.artifact or '')[:12]}")
+        try:
+            with qemu.boot(
+                self.runner,
+                self.store.path(built.artifact or ""),
+                work_dir=work,
+                accelerator=self.accelerator,
+                memory=self.settings.memory,
+                cpus=self.settings.cpus,
+                log_path=log_path,
+                key=private_key,
+                ssh_config=ssh.write_ssh_config(self.state.ssh),
+                boot_timeout=self.settings.boot_timeout,
+            ) as vm:
+                yield vm.ssh
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _last_build(manifest: dict[str, Any]) -> dict[str, Any]:
+    builds = manifest.get("builds") or []
+    if not builds:
+        raise BakeError("packer's manifest lists no builds")
+    last = manifest.get("last_run_uuid")
+    matching = [b for b in builds if b.get("packer_run_uuid") == last] or builds
+    return matching[-1]

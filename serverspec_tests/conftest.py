@@ -1,0 +1,30 @@
+"""Shared fixtures of the image suites. The verify stage runs these with pytest-testinfra's ssh
+backend (`--hosts=ssh://...`) and passes what the image must prove in BAKE_EXPECT_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Expected:
+    image: str
+    digest: str
+    source_ami: str
+
+
+@pytest.fixture(scope="session")
+def expected() -> Expected:
+    """The lineage the verify stage expects this machine's image to carry."""
+    missing = [name for name in ("BAKE_EXPECT_IMAGE", "BAKE_EXPECT_DIGEST", "BAKE_EXPECT_SOURCE_AMI")
+               if not os.environ.get(name)]
+    if missing:
+        pytest.fail(f"run these suites through `bake verify`: {', '.join(missing)} not set")
+    return Expected(
+        image=os.environ["BAKE_EXPECT_IMAGE"],
+        digest=os.environ["BAKE_EXPECT_DIGEST"],
+        source_ami=os.environ["BAKE_EXPECT_SOURCE_AMI"],
+    )

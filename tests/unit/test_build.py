@@ -1,0 +1,154 @@
+"""build: packer build streamed and logged, the artifact taken from the manifest, reuse by digest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from bake.console import Console
+from bake.errors import StageFailed
+from bake.stages.build import Build, build_digest
+from bake.stages.render import render_image
+from bake.targets.base import SourceImage
+from tests.unit.local_context import make_context
+
+PACKER_OUTPUT = [
+    "1700000000,,ui,say,==> qemu.base: Starting VM%!(PACKER_COMMA) booting disk image",
+    "1700000001,,ui,say,==> qemu.base: Provisioning with shell script: patch.sh",
+    "1700000002,,ui,message,    qemu.base: Setting up linux-image-6.1.0-56-cloud-amd64",
+    "1700000003,qemu.base,artifact,0,id,VM",
+]
+
+
+def var(argv: list[str], name: str) -> str:
+    values = [argv[i + 1].split("=", 1)[1] for i, arg in enumerate(argv)
+              if arg == "-var" and argv[i + 1].startswith(name + "=")]
+    assert len(values) == 1, f"-var {name} given {len(values)} times"
+    return values[0]
+
+
+def fake_packer_build(argv: list[str]) -> None:
+    """What packer build leaves behind: the disk in output_directory and the manifest."""
+    output = Path(var(argv, "output_directory"))
+    output.mkdir(parents=True)
+    disk = output / "base.qcow2"
+    disk.write_bytes(b"a built disk " + var(argv, "build_digest").encode())
+    manifest = {"builds": [{"name": "base", "builder_type": "qemu", "artifact_id": "VM",
+                            "files": [{"name": str(disk), "size": 1}],
+                            "packer_run_uuid": "u1"}], "last_run_uuid": "u1"}
+    Path(var(argv, "manifest_path")).write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def ctx(tmp_path: Path):
+    context = make_context(tmp_path)
+    base = tmp_path / "base.qcow2"
+    base.write_bytes(b"base disk")
+    sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    context.target.source = SourceImage(
+        "ami-0base", "debian:bookworm (ami-0base)",
+        {"source_disk": str(base), "source_checksum": f"sha256:{sha}"}, artifact=sha,
+    )
+    context.runner.on(lambda argv: argv[:2] == ["packer", "build"],
+                      stdout="\n".join(PACKER_OUTPUT), effect=fake_packer_build)
+    return context
+
+
+def packer_builds(ctx) -> list[list[str]]:
+    return [argv for argv in ctx.runner.commands("packer") if argv[1] == "build"]
+
+
+def test_build_runs_packer_and_stores_the_artifact(ctx) -> None:
+    outcome = Build(ctx).run()
+    (argv,) = packer_builds(ctx)
+    assert argv[2:4] == ["-machine-readable", "-color=false"]
+    assert argv[-1] == str(ctx.state.rendered("base", "local"))
+    assert var(argv, "source_ami") == "ami-0base"
+    assert var(argv, "source_disk").endswith("base.qcow2")
+    assert var(argv, "run_id") == "r1"
+    built = outcome.outputs["built"]
+    stored = ctx.target.store.path(built["artifact"])
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == built["artifact"]
+    assert built["source_ami"] == "ami-0base"
+    (row,) = ctx.history.builds("base")
+    assert (row["digest"], row["artifact"]) == (built["digest"], built["artifact"])
+    assert not (ctx.state.root / "work" / "build-base-r1").exists()
+
+
+def test_the_same_inputs_are_not_built_twice(ctx) -> None:
+    first = Build(ctx).run()
+    ctx.run_id = "r2"
+    second = Build(ctx).run()
+    assert second.status == "skipped"
+    assert "already built by run r1" in second.detail
+    assert second.outputs["built"] == first.outputs["built"]
+    assert len(packer_builds(ctx)) == 1
+
+
+def test_rebuild_builds_anyway(ctx) -> None:
+    Build(ctx).run()
+    ctx.run_id, ctx.options["rebuild"] = "r2", True
+    assert Build(ctx).run().status == "succeeded"
+    assert len(packer_builds(ctx)) == 2
+
+
+def test_a_build_whose_artifact_is_gone_is_built_again(ctx) -> None:
+    built = Build(ctx).run().outputs["built"]
+    path = ctx.target.store.path(built["artifact"])
+    path.chmod(0o644)
+    path.unlink()
+    ctx.run_id = "r2"
+    assert Build(ctx).run().status == "succeeded"
+
+
+def test_progress_shows_the_current_step(ctx) -> None:
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+    Build(ctx).run()
+    shown = stream.getvalue()
+    assert "packer build base [0s] Starting VM, booting disk image" in shown
+    assert "Provisioning with shell script: patch.sh" in shown
+    assert "Setting up linux-image" not in shown
+
+
+def test_a_failed_packer_build_names_the_error_and_the_log(ctx) -> None:
+    ctx.runner.on(lambda argv: argv[:2] == ["packer", "build"], returncode=1, stdout="\n".join([
+        "1700000000,,ui,say,==> qemu.base: Provisioning with shell script: patch.sh",
+        "1700000001,,ui,error,Build 'qemu.base' errored: Script exited with non-zero exit status: 100",
+    ]))
+    stage = Build(ctx)
+    with pytest.raises(StageFailed, match="exit status: 100") as raised:
+        stage.run()
+    assert "build-base.log" in raised.value.format_message()
+    stage.undo()
+    assert not (ctx.state.root / "work" / "build-base-r1").exists()
+    assert ctx.history.builds("base") == []
+
+
+def test_the_digest_covers_every_input(ctx) -> None:
+    image = ctx.require_image()
+    rendered = render_image(ctx, image)
+    source = ctx.target.source
+    digest = build_digest(rendered, source, image, "local", "2026-11-26")
+    assert digest == build_digest(rendered, source, image, "local", "2026-11-26")
+    assert digest != build_digest(rendered, source, image, "local", "2026-11-27")
+    assert digest != build_digest(rendered, source, image, "aws", "2026-11-26")
+    other_source = SourceImage("ami-0base", "", {}, artifact="f" * 64)
+    assert digest != build_digest(rendered, other_source, image, "local", "2026-11-26")
+    script = next(path for path in rendered.files if path.name == "harden.sh")
+    script.write_text(script.read_text() + "\n# changed\n")
+    assert digest != build_digest(rendered, source, image, "local", "2026-11-26")
+
+
+def test_without_a_patch_step_the_day_does_not_matter(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, steps=["harden"])
+    image = ctx.require_image()
+    rendered = render_image(ctx, image)
+    source = SourceImage("ami-0base", "", {}, artifact="a" * 64)
+    assert build_digest(rendered, source, image, "local", "2026-11-26") == build_digest(
+        rendered, source, image, "local", "2026-12-25"
+    )

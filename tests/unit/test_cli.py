@@ -1,0 +1,120 @@
+"""The CLI contract: bad input is one line on stderr, exit code 2, and nothing touched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bake.cli import main
+from bake.history import History
+
+REPO = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+[images.base]
+base = "debian:bookworm"
+steps = ["patch", "harden", "lineage"]
+verify = ["serverspec_tests/base"]
+
+[services.demo]
+image = "base"
+capacity = 2
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(REPO / "packer", tmp_path / "packer")
+    shutil.copytree(REPO / "serverspec_tests", tmp_path / "serverspec_tests")
+    (tmp_path / "bake.toml").write_text(CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BAKE_CONFIG", raising=False)
+    monkeypatch.delenv("BAKE_STATE_DIR", raising=False)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["build", "web"], "unknown image 'web'"),
+        (["verify", "web"], "unknown image 'web'"),
+        (["bake-and-swap", "shop"], "unknown service 'shop'"),
+        (["status", "shop"], "unknown service 'shop'"),
+        (["swap", "shop", "--ami", "ami-1"], "unknown service 'shop'"),
+        (["rollback", "shop"], "unknown service 'shop'"),
+        (["launch"], "No such command 'launch'"),
+        (["build"], "Missing argument 'IMAGE'"),
+        (["--config", "nowhere.toml", "build", "base"], "no config file at"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(project: Path, capsys, args, expected) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert expected in err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not (project / ".bake").exists(), "bad input must not create state"
+
+
+def test_malformed_config_names_file_and_key(project: Path, capsys) -> None:
+    (project / "bake.toml").write_text(CONFIG.replace("capacity = 2", 'capacity = "two"'))
+    code, _, err = run(capsys, "bake-and-swap", "demo")
+    assert code == 2
+    assert f"{project / 'bake.toml'}: services.demo.capacity" in err
+    assert not (project / ".bake").exists()
+
+
+def test_a_verify_path_that_does_not_exist(project: Path, capsys) -> None:
+    (project / "bake.toml").write_text(CONFIG.replace("serverspec_tests/base", "serverspec_tests/gone"))
+    code, _, err = run(capsys, "verify", "base")
+    assert code == 2
+    assert "images.base.verify: 'serverspec_tests/gone' does not exist" in err
+
+
+def test_no_traceback_without_debug_and_one_with_it(project: Path, capsys) -> None:
+    (project / "bake.toml").write_text("[images.base\n")
+    code, _, err = run(capsys, "build", "base")
+    assert code == 2 and "Traceback" not in err
+    code, _, err = run(capsys, "--debug", "build", "base")
+    assert code == 2 and "Traceback" in err
+
+
+def test_history_json_lists_runs_with_stage_timings(project: Path, capsys) -> None:
+    history = History(project / ".bake" / "history.sqlite")
+    run_id = history.start_run("build", "base", "local")
+    stage = history.start_stage(run_id, "render")
+    history.finish_stage(stage, "succeeded", "ok", {"template": "x"})
+    history.set_run_ami(run_id, "ami-0abc")
+    history.finish_run(run_id, "succeeded")
+    code, out, _ = run(capsys, "history", "--json")
+    assert code == 0
+    (entry,) = json.loads(out)
+    for key in ("run_id", "command", "status", "ami", "started", "finished"):
+        assert key in entry
+    assert entry["ami"] == "ami-0abc"
+    assert entry["stages"][0]["name"] == "render"
+    assert entry["stages"][0]["seconds"] is not None
+
+
+def test_local_status_when_nothing_runs(project: Path, capsys) -> None:
+    code, out, _ = run(capsys, "local", "status", "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["running"] is False
+
+
+def test_help_lists_every_command(capsys) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("render", "build", "verify", "register", "swap", "rollback", "bake-and-swap",
+                    "status", "history", "local", "doctor"):
+        assert f"  {command}" in out

@@ -1,0 +1,62 @@
+"""Reading Packer's version and its machine-readable output."""
+
+from __future__ import annotations
+
+import pytest
+
+from bake.errors import BakeError
+from bake.packer import MachineLine, PackerVersion, detect_version
+from tests.unit.fakes import FakeRunner
+
+
+@pytest.mark.parametrize(
+    ("text", "version", "plugins"),
+    [
+        ("Packer v1.6.6\n", (1, 6, 6), False),
+        ("Packer v1.9.4\n\nYour version of Packer is out of date!", (1, 9, 4), True),
+        ("Packer v1.7.0", (1, 7, 0), True),
+        ("1.11.2", None, None),
+    ],
+)
+def test_version_parsing(text: str, version: tuple | None, plugins: bool | None) -> None:
+    if version is None:
+        with pytest.raises(BakeError, match="cannot read a Packer version"):
+            PackerVersion.parse(text)
+        return
+    parsed = PackerVersion.parse(text)
+    assert (parsed.major, parsed.minor, parsed.patch) == version
+    assert parsed.has_required_plugins is plugins
+
+
+def test_versions_order() -> None:
+    assert PackerVersion(1, 6, 6) < PackerVersion(1, 7, 0) < PackerVersion(1, 10, 0)
+    assert str(PackerVersion(1, 9, 4)) == "1.9.4"
+
+
+def test_detect_version_runs_packer_version() -> None:
+    runner = FakeRunner().on("packer", stdout="Packer v1.6.6\n")
+    assert detect_version(runner) == PackerVersion(1, 6, 6)
+    assert runner.calls == [["packer", "version"]]
+
+
+def test_machine_readable_step_lines() -> None:
+    line = MachineLine.parse(
+        "1795712028,,ui,say,==> qemu.base: Starting VM%!(PACKER_COMMA) booting disk image"
+    )
+    assert line is not None
+    assert line.kind == "ui"
+    assert line.step == "Starting VM, booting disk image"
+    assert line.error is None
+
+
+def test_machine_readable_artifact_and_error_lines() -> None:
+    artifact = MachineLine.parse("1606,amazon-ebs.base,artifact,0,id,us-east-1:ami-0abc")
+    assert artifact is not None and artifact.target == "amazon-ebs.base"
+    assert artifact.data == ["0", "id", "us-east-1:ami-0abc"]
+    assert artifact.step is None
+    error = MachineLine.parse("1606,,ui,error,Build 'qemu.base' errored: boom\\nmore")
+    assert error is not None and error.error == "Build 'qemu.base' errored: boom\nmore"
+    assert MachineLine.parse("not a machine line") is None
+    message = MachineLine.parse("1606,,ui,message,    qemu.base: Setting up linux-image")
+    assert message is not None and message.step is None
+    assert "Setting up linux-image" in message.text

@@ -1,0 +1,199 @@
+"""The pipeline: stage order as data, history of every run and stage, undo on failure, locks."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from bake import config, locks, pipeline
+from bake.console import Console
+from bake.context import RunContext
+from bake.errors import LockHeld, StageFailed
+from bake.history import History
+from bake.stages.base import Outcome, Stage
+from bake.state import StateDir
+from tests.unit.fakes import FakeRunner
+
+
+class RecordingTarget:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        self.prepared += 1
+
+
+def make_context(tmp_path: Path) -> RunContext:
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    loaded = config.from_dict(
+        {"images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}}},
+        tmp_path / "bake.toml",
+    )
+    state = StateDir(tmp_path / "state").ensure()
+    return RunContext(loaded, state, History(state.history_db), FakeRunner(), RecordingTarget(),
+                      Console(quiet=True), image=loaded.images["base"])
+
+
+def stage(name: str, log: list[str], *, fails: BaseException | None = None,
+          skip: bool = False) -> type[Stage]:
+    class Recorded(Stage):
+        def run(self) -> Outcome:
+            log.append(f"run {name}")
+            if fails is not None:
+                raise fails
+            if skip:
+                return Outcome.skipped("already done", **{name: "kept"})
+            return Outcome.done("did it", **{name: "made"})
+
+        def undo(self) -> None:
+            log.append(f"undo {name}")
+
+    Recorded.name = name
+    return Recorded
+
+
+@pytest.fixture
+def sequence(monkeypatch: pytest.MonkeyPatch):
+    def install(*stages: type[Stage]) -> None:
+        for item in stages:
+            monkeypatch.setitem(pipeline.STAGES, item.name, item)
+        monkeypatch.setitem(pipeline.SEQUENCES, "test", [item.name for item in stages])
+
+    return install
+
+
+def test_the_order_of_stages_is_data() -> None:
+    assert pipeline.SEQUENCES["bake-and-swap"] == [
+        "render", "build", "verify", "register", "launch-template", "green-asg", "shift",
+    ]
+    assert pipeline.SEQUENCES["swap"] == ["launch-template", "green-asg", "shift"]
+    for names in pipeline.SEQUENCES.values():
+        assert all(name in pipeline.STAGES for name in names)
+
+
+def test_stages_run_in_order_and_every_one_is_recorded(tmp_path: Path, sequence) -> None:
+    log: list[str] = []
+    sequence(stage("render", log), stage("one", log), stage("two", log, skip=True))
+    ctx = make_context(tmp_path)
+    result = pipeline.execute(ctx, "test")
+    assert log == ["run render", "run one", "run two"]
+    assert result["status"] == "succeeded"
+    assert result["one"] == "made" and result["two"] == "kept"
+    (run,) = ctx.history.runs()
+    assert run["status"] == "succeeded" and run["command"] == "test" and run["subject"] == "base"
+    assert [(s["name"], s["status"]) for s in run["stages"]] == [
+        ("render", "succeeded"), ("one", "succeeded"), ("two", "skipped"),
+    ]
+    assert all(s["seconds"] is not None for s in run["stages"])
+
+
+def test_the_target_is_prepared_once_and_only_after_offline_stages(tmp_path: Path, sequence) -> None:
+    log: list[str] = []
+    sequence(stage("render", log), stage("one", log), stage("two", log))
+    ctx = make_context(tmp_path)
+    pipeline.execute(ctx, "test")
+    assert ctx.target.prepared == 1
+
+
+def test_bad_input_in_render_prepares_nothing(tmp_path: Path, sequence) -> None:
+    from bake.errors import InputError
+
+    log: list[str] = []
+    sequence(stage("render", log, fails=InputError("bad template")), stage("one", log))
+    ctx = make_context(tmp_path)
+    with pytest.raises(InputError):
+        pipeline.execute(ctx, "test")
+    assert ctx.target.prepared == 0
+    assert log == ["run render", "undo render"]
+
+
+def test_a_failing_stage_is_undone_and_later_stages_never_run(tmp_path: Path, sequence) -> None:
+    log: list[str] = []
+    sequence(stage("one", log), stage("two", log, fails=StageFailed("two", "broke")),
+             stage("three", log))
+    ctx = make_context(tmp_path)
+    with pytest.raises(StageFailed):
+        pipeline.execute(ctx, "test")
+    assert log == ["run one", "run two", "undo two"]
+    (run,) = ctx.history.runs()
+    assert run["status"] == "failed"
+    assert run["error"] == "two: broke"
+    assert [(s["name"], s["status"]) for s in run["stages"]] == [
+        ("one", "succeeded"), ("two", "failed"),
+    ]
+
+
+def test_ctrl_c_undoes_the_stage_in_progress(tmp_path: Path, sequence) -> None:
+    log: list[str] = []
+    sequence(stage("one", log, fails=KeyboardInterrupt()), stage("two", log))
+    ctx = make_context(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.execute(ctx, "test")
+    assert log == ["run one", "undo one"]
+    (run,) = ctx.history.runs()
+    assert run["status"] == "cancelled"
+    assert run["stages"][0]["status"] == "cancelled"
+
+
+def test_resources_are_recorded_under_their_stage(tmp_path: Path, sequence) -> None:
+    class Creates(Stage):
+        name = "creates"
+
+        def run(self) -> Outcome:
+            self.ctx.record_resource("auto-scaling-group", "demo-green")
+            raise StageFailed("creates", "then failed")
+
+    sequence(Creates)
+    ctx = make_context(tmp_path)
+    with pytest.raises(StageFailed):
+        pipeline.execute(ctx, "test")
+    (run,) = ctx.history.runs()
+    assert run["resources"] == [
+        {"stage": "creates", "kind": "auto-scaling-group", "id": "demo-green"}
+    ]
+
+
+def test_lock_names(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    assert pipeline.lock_names(ctx, "build") == ["image-base"]
+    ctx.service = config.from_dict(
+        {"images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+         "services": {"demo": {"image": "base", "capacity": 1}}},
+        tmp_path / "bake.toml",
+    ).services["demo"]
+    assert pipeline.lock_names(ctx, "bake-and-swap") == ["service-demo", "image-base"]
+    assert pipeline.lock_names(ctx, "rollback") == ["service-demo"]
+
+
+def _hold_lock(directory: str, ready, release) -> None:
+    with locks.hold(Path(directory), "service-demo", "bake bake-and-swap (pid test)"):
+        ready.set()
+        release.wait(10)
+
+
+def test_a_second_run_on_a_locked_service_gets_lock_held(tmp_path: Path) -> None:
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(LockHeld, match="service-demo is locked by bake bake-and-swap") as raised:
+            with locks.hold(tmp_path, "service-demo", "second"):
+                pass
+        assert raised.value.exit_code == 3
+    finally:
+        release.set()
+        holder.join(10)
+    with locks.hold(tmp_path, "service-demo", "third"):
+        assert (tmp_path / "service-demo.lock").read_text() == "third"
+
+
+def test_history_marks_runs_of_dead_processes_interrupted(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite")
+    run_id = history.start_run("build", "base", "local")
+    history._write("UPDATE runs SET pid = 999999999 WHERE run_id = ?", (run_id,))
+    assert history.runs()[0]["status"] == "interrupted"

@@ -1,0 +1,353 @@
+"""The launch-template, green-asg and shift stages against a seeded moto server."""
+
+from __future__ import annotations
+
+import pytest
+
+from bake import bluegreen
+from bake.aws import elbv2
+from bake.errors import StageFailed
+from bake.local.seed import ensure_seeded
+from bake.stages import shift
+from bake.stages.green_asg import GreenAsgStage
+from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.shift import ShiftStage
+
+SWAP = (LaunchTemplateStage, GreenAsgStage, ShiftStage)
+
+
+@pytest.fixture
+def seeded(cloud, config, base_ami):
+    ensure_seeded(cloud, config, base_ami)
+    return cloud
+
+
+@pytest.fixture
+def swap(make_context, run_stage):
+    """Run the three swap stages for a new AMI, as the pipeline would; gives the context."""
+
+    def run(ami, **kwargs):
+        ctx = make_context(outputs={"ami": ami}, **kwargs)
+        for stage in SWAP:
+            run_stage(stage, ctx)
+        return ctx
+
+    return run
+
+
+def _group(cloud, name):
+    groups = cloud.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return groups["AutoScalingGroups"][0] if groups["AutoScalingGroups"] else None
+
+
+def _images(cloud, group):
+    """ImageId of each of the group's InService instances, as EC2 sees them."""
+    ids = [i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"]
+    reservations = cloud.client("ec2").describe_instances(InstanceIds=ids)["Reservations"]
+    return {i["InstanceId"]: i["ImageId"] for r in reservations for i in r["Instances"]}
+
+
+def _weights(cloud, service):
+    """Listener weights by colour."""
+    state = bluegreen.describe(cloud, service)
+    colors = [entry for entry in (state.live, state.standby) if entry]
+    return {entry.color: entry.weight for entry in colors}
+
+
+def _resources(ctx):
+    return [(r["kind"], r["id"]) for r in ctx.history.runs()[0]["resources"]]
+
+
+def _version_data(cloud, number):
+    (version,) = cloud.client("ec2").describe_launch_template_versions(
+        LaunchTemplateName="demo", Versions=[str(number)]
+    )["LaunchTemplateVersions"]
+    return version
+
+
+# launch-template
+
+
+def test_launch_template_copies_the_pinned_version_with_new_ami_and_imdsv2(
+    register_ami, seeded, make_context, run_stage
+):
+    ec2 = seeded.client("ec2")
+    template_id = ec2.describe_launch_templates(LaunchTemplateNames=["demo"])["LaunchTemplates"][0][
+        "LaunchTemplateId"
+    ]
+    pinned = dict(_version_data(seeded, 1)["LaunchTemplateData"])
+    pinned["MetadataOptions"] = {"HttpTokens": "optional", "HttpEndpoint": "enabled"}
+    ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData=pinned)
+    seeded.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName="demo-blue",
+        LaunchTemplate={"LaunchTemplateId": template_id, "Version": "2"},
+    )
+    # A newer version nobody runs: the stage must start from the pinned one, not $Latest.
+    ec2.create_launch_template_version(
+        LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
+    )
+    new_ami = register_ami("goldenbake-base-2")
+    ctx = make_context(outputs={"ami": new_ami})
+
+    outcome = run_stage(LaunchTemplateStage, ctx)
+
+    assert outcome.status == "succeeded"
+    assert ctx.outputs == {
+        "ami": new_ami,
+        "launch_template_id": template_id,
+        "launch_template_version": 4,
+    }
+    version = _version_data(seeded, 4)
+    data = version["LaunchTemplateData"]
+    assert data["ImageId"] == new_ami
+    assert data["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled"}
+    assert data["InstanceType"] == "t3.micro"
+    assert data["SecurityGroupIds"] == pinned["SecurityGroupIds"]
+    (instance_tags,) = data["TagSpecifications"]
+    assert {t["Key"]: t["Value"] for t in instance_tags["Tags"]} == {
+        "bake:service": "demo",
+        "bake:ami": new_ami,
+    }
+    assert ctx.run_id in version["VersionDescription"]
+    assert new_ami in version["VersionDescription"]
+    assert _resources(ctx) == [("launch-template-version", f"{template_id}:4")]
+
+
+def test_launch_template_skips_when_a_version_already_has_that_data(
+    register_ami, seeded, make_context, run_stage
+):
+    new_ami = register_ami("goldenbake-base-2")
+    first = run_stage(LaunchTemplateStage, make_context(outputs={"ami": new_ami}))
+    ctx = make_context(outputs={"ami": new_ami})
+
+    second = run_stage(LaunchTemplateStage, ctx)
+
+    assert (first.status, second.status) == ("succeeded", "skipped")
+    assert ctx.outputs["launch_template_version"] == 2
+    versions = seeded.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo")
+    assert len(versions["LaunchTemplateVersions"]) == 2
+    assert _resources(ctx) == []
+
+
+def test_launch_template_applies_the_service_instance_type(
+    register_ami, seeded, make_config, make_context, run_stage
+):
+    ctx = make_context(
+        config=make_config(instance_type="m6i.large"),
+        outputs={"ami": register_ami("goldenbake-base-2")},
+    )
+
+    run_stage(LaunchTemplateStage, ctx)
+
+    assert _version_data(seeded, 2)["LaunchTemplateData"]["InstanceType"] == "m6i.large"
+
+
+# green-asg
+
+
+def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_context, run_stage):
+    new_ami = register_ami("goldenbake-base-2")
+    ctx = make_context(outputs={"ami": new_ami})
+    run_stage(LaunchTemplateStage, ctx)
+
+    outcome = run_stage(GreenAsgStage, ctx)
+
+    assert outcome.status == "succeeded"
+    assert (ctx.outputs["color"], ctx.outputs["asg"]) == ("green", "demo-green")
+    blue, green = _group(seeded, "demo-blue"), _group(seeded, "demo-green")
+    assert green["LaunchTemplate"]["Version"] == "2"
+    assert (green["MinSize"], green["DesiredCapacity"], green["MaxSize"]) == (2, 2, 2)
+    assert green["VPCZoneIdentifier"] == blue["VPCZoneIdentifier"]
+    assert green["HealthCheckType"] == "ELB"
+    assert {t["Key"]: t["Value"] for t in green["Tags"]} == {
+        "bake:service": "demo",
+        "bake:color": "green",
+    }
+    assert set(_images(seeded, green).values()) == {new_ami}
+    (green_tg,) = seeded.client("elbv2").describe_target_groups(Names=["demo-green"])[
+        "TargetGroups"
+    ]
+    (blue_tg,) = seeded.client("elbv2").describe_target_groups(Names=["demo-blue"])["TargetGroups"]
+    assert (
+        green["TargetGroupARNs"]
+        == [green_tg["TargetGroupArn"]]
+        == [ctx.outputs["target_group_arn"]]
+    )
+    for key in ("Protocol", "Port", "VpcId", "HealthCheckPath", "HealthCheckProtocol"):
+        assert green_tg[key] == blue_tg[key]
+    registered = seeded.client("elbv2").describe_target_health(
+        TargetGroupArn=green_tg["TargetGroupArn"]
+    )["TargetHealthDescriptions"]
+    assert {entry["Target"]["Id"] for entry in registered} == set(_images(seeded, green))
+    health = elbv2.target_health(seeded, green_tg["TargetGroupArn"], list(_images(seeded, green)))
+    assert {h["State"] for h in health.values()} == {"healthy"}
+    assert len(health) == 2
+    assert _weights(seeded, ctx.service) == {"blue": 100, "green": 0}
+    assert _resources(ctx)[1:] == [
+        ("target-group", green_tg["TargetGroupArn"]),
+        ("auto-scaling-group", "demo-green"),
+    ]
+
+
+def test_green_asg_skips_when_the_standby_already_serves_the_version(
+    register_ami, seeded, make_context, run_stage
+):
+    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-2")})
+    run_stage(LaunchTemplateStage, ctx)
+    run_stage(GreenAsgStage, ctx)
+    before = set(_images(seeded, _group(seeded, "demo-green")))
+
+    again = run_stage(GreenAsgStage, ctx)
+
+    assert again.status == "skipped"
+    assert set(_images(seeded, _group(seeded, "demo-green"))) == before
+
+
+# shift and full swaps
+
+
+def test_swap_moves_all_traffic_and_leaves_the_old_live_group_running(
+    register_ami, seeded, base_ami, swap
+):
+    blue_before = _images(seeded, _group(seeded, "demo-blue"))
+    new_ami = register_ami("goldenbake-base-2")
+
+    ctx = swap(new_ami)
+
+    assert ctx.outputs["live_color"] == "green"
+    state = bluegreen.describe(seeded, ctx.service)
+    assert (state.live.color, state.live.weight, state.live.ami) == ("green", 100, new_ami)
+    assert (state.standby.color, state.standby.weight, state.standby.ami) == ("blue", 0, base_ami)
+    assert _images(seeded, _group(seeded, "demo-blue")) == blue_before
+    assert state.standby.healthy == 2
+
+
+def test_two_swaps_alternate_colours_and_replace_the_standby_instances(
+    register_ami, seeded, base_ami, swap
+):
+    first_ami = register_ami("goldenbake-base-2")
+    second_ami = register_ami("goldenbake-base-3")
+    swap(first_ami)
+    old_blue = set(_images(seeded, _group(seeded, "demo-blue")))
+
+    ctx = swap(second_ami)
+
+    assert (ctx.outputs["color"], ctx.outputs["asg"], ctx.outputs["live_color"]) == (
+        "blue",
+        "demo-blue",
+        "blue",
+    )
+    blue = _group(seeded, "demo-blue")
+    assert blue["LaunchTemplate"]["Version"] == str(ctx.outputs["launch_template_version"]) == "3"
+    images = _images(seeded, blue)
+    assert len(images) == 2
+    assert set(images.values()) == {second_ami}
+    assert not old_blue & set(images)  # the base-AMI instances are gone, not kept alongside
+    # moto keeps the terminated instances registered (and "healthy"); only the group's count.
+    state = bluegreen.describe(seeded, ctx.service)
+    assert (state.live.color, state.live.ami, state.live.healthy) == ("blue", second_ami, 2)
+    assert (state.standby.color, state.standby.ami, state.standby.weight) == ("green", first_ami, 0)
+    assert ("auto-scaling-group", "demo-green") not in _resources(ctx)
+
+
+def test_weighted_shift_passes_through_each_step(
+    register_ami, seeded, make_config, make_context, run_stage, monkeypatch
+):
+    config = make_config(shift_steps=[10, 50, 100], shift_interval=7)
+    ctx = make_context(config=config, outputs={"ami": register_ami("goldenbake-base-2")})
+    run_stage(LaunchTemplateStage, ctx)
+    run_stage(GreenAsgStage, ctx)
+    seen = []
+    monkeypatch.setattr(
+        shift, "sleep", lambda seconds: seen.append((seconds, _weights(seeded, ctx.service)))
+    )
+
+    run_stage(ShiftStage, ctx)
+
+    assert seen == [
+        (7, {"green": 10, "blue": 90}),
+        (7, {"green": 50, "blue": 50}),
+    ]
+    assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
+
+
+def test_shift_skips_when_the_target_already_takes_all_traffic(
+    register_ami, seeded, swap, run_stage
+):
+    ctx = swap(register_ami("goldenbake-base-2"))
+
+    again = run_stage(ShiftStage, ctx)
+
+    assert again.status == "skipped"
+    assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
+
+
+# failures
+
+
+def test_unhealthy_new_green_fails_and_undo_deletes_it(
+    register_ami, seeded, make_context, run_stage, target_health
+):
+    target_health.fail("demo-green", "Health checks failed with these codes: [502]")
+    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-2")})
+    run_stage(LaunchTemplateStage, ctx)
+    stage = GreenAsgStage(ctx)
+
+    with pytest.raises(StageFailed) as failure:
+        stage.run()
+
+    green_ids = _images(seeded, _group(seeded, "demo-green"))
+    assert len(green_ids) == 2
+    message = str(failure.value)
+    assert message.startswith("green-asg: demo-green is not healthy")
+    for instance_id in green_ids:
+        assert instance_id in message
+    assert "Target.FailedHealthChecks" in message
+    stage.undo()
+    assert _group(seeded, "demo-green") is None
+    state = bluegreen.describe(seeded, ctx.service)
+    assert (state.live.color, state.live.weight, state.live.healthy) == ("blue", 100, 2)
+    assert state.standby is None
+
+
+def test_unhealthy_existing_standby_fails_and_undo_restores_it(
+    register_ami, seeded, swap, make_context, run_stage, target_health
+):
+    first_ami = register_ami("goldenbake-base-2")
+    swap(first_ami)
+    swap(register_ami("goldenbake-base-3"))  # blue live again, green standby on v2
+    target_health.fail("demo-green")
+    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-4")})
+    run_stage(LaunchTemplateStage, ctx)
+    stage = GreenAsgStage(ctx)
+
+    with pytest.raises(StageFailed, match="demo-green is not healthy"):
+        stage.run()
+    assert _group(seeded, "demo-green")["LaunchTemplate"]["Version"] == "4"
+    stage.undo()
+
+    green = _group(seeded, "demo-green")
+    assert green["LaunchTemplate"]["Version"] == "2"
+    assert (green["MinSize"], green["DesiredCapacity"], green["MaxSize"]) == (2, 2, 2)
+    assert set(_images(seeded, green).values()) == {first_ami}
+    assert len(_images(seeded, green)) == 2
+    assert _weights(seeded, ctx.service) == {"blue": 100, "green": 0}
+
+
+def test_green_turning_unhealthy_mid_shift_fails_and_undo_returns_traffic(
+    register_ami, seeded, make_config, make_context, run_stage, target_health, monkeypatch
+):
+    config = make_config(shift_steps=[10, 50, 100])
+    ctx = make_context(config=config, outputs={"ami": register_ami("goldenbake-base-2")})
+    run_stage(LaunchTemplateStage, ctx)
+    run_stage(GreenAsgStage, ctx)
+    monkeypatch.setattr(shift, "sleep", lambda seconds: target_health.fail("demo-green"))
+    stage = ShiftStage(ctx)
+
+    with pytest.raises(StageFailed, match="green became unhealthy during the shift"):
+        stage.run()
+    assert _weights(seeded, ctx.service) == {"green": 10, "blue": 90}
+    stage.undo()
+
+    assert _weights(seeded, ctx.service) == {"blue": 100, "green": 0}
+    assert bluegreen.describe(seeded, ctx.service).live.color == "blue"

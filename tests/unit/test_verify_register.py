@@ -1,0 +1,176 @@
+"""verify and register, against an in-process moto server: the machine and pytest are stood in
+for behind the runner; tags, parameters and history are real."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bake.aws import images
+from bake.errors import StageFailed
+from bake.stages.register import Register
+from bake.stages.verify import Verify, read_junit
+from bake.targets.base import SshHost
+from tests.unit.local_context import StubbedLocalTarget, make_context
+
+JUNIT_PASS = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="0" failures="0" skipped="0" tests="3">
+<testcase classname="test_patched" name="test_kernel"/><testcase classname="a" name="b"/>
+<testcase classname="a" name="c"/></testsuite></testsuites>"""
+
+JUNIT_FAIL = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="2">
+<testcase classname="test_extra" name="test_always_fails"><failure message="no"/></testcase>
+<testcase classname="a" name="b"/></testsuite></testsuites>"""
+
+
+class MachineTarget(StubbedLocalTarget):
+    """Boots nothing: `machine()` hands out an address and counts the boots."""
+
+    boots = 0
+
+    @contextmanager
+    def machine(self, built, image, log_path: Path) -> Iterator[SshHost]:
+        self.boots += 1
+        yield SshHost("127.0.0.1", 2222, "root", Path("/keys/id"), Path("/keys/config"))
+
+
+def junit_writer(body: str):
+    def write(argv: list[str]) -> None:
+        path = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--junitxml="))
+        Path(path).write_text(body)
+
+    return write
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, cloud):
+    context = make_context(tmp_path)
+    target = MachineTarget(context.config, context.state, context.history, context.runner,
+                           context.console)
+    target._cloud = cloud
+    context.target = target
+    disk = tmp_path / "built.qcow2"
+    disk.write_bytes(b"a built image")
+    sha = target.store.put(disk, "base")
+    context.history.record_build("r0", "base", "d" * 64, "ami-0source", sha, None)
+    (tmp_path / "suites" / "test_one.py").write_text("def test_one(host):\n    pass\n")
+    context.runner.on("ssh", stdout="6.1.0-56-cloud-amd64\n")
+    return context
+
+
+def pytest_calls(ctx) -> list[tuple[list[str], dict[str, str]]]:
+    return [(argv, env) for argv, env in zip(ctx.runner.calls, ctx.runner.environments, strict=True)
+            if argv[1:3] == ["-m", "pytest"]]
+
+
+def pass_suites(ctx) -> None:
+    ctx.runner.on(lambda argv: argv[1:3] == ["-m", "pytest"], returncode=0,
+                  effect=junit_writer(JUNIT_PASS))
+
+
+def fail_suites(ctx) -> None:
+    ctx.runner.on(lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1,
+                  effect=junit_writer(JUNIT_FAIL))
+
+
+def test_verify_runs_the_suites_on_a_fresh_machine(ctx) -> None:
+    pass_suites(ctx)
+    outcome = Verify(ctx).run()
+    assert ctx.target.boots == 1
+    ((argv, env),) = pytest_calls(ctx)
+    assert "--hosts=ssh://root@127.0.0.1:2222?ssh_identity_file=/keys/id&ssh_config=/keys/config" in argv
+    assert argv[-1] == str(ctx.config.root / "suites")
+    assert env["BAKE_EXPECT_DIGEST"] == "d" * 64
+    assert env["BAKE_EXPECT_SOURCE_AMI"] == "ami-0source"
+    assert env["BAKE_EXPECT_IMAGE"] == "base"
+    assert outcome.outputs["verified"] is True
+    assert outcome.outputs["kernel"] == "6.1.0-56-cloud-amd64"
+    assert "3 checks, 0 failed" in outcome.detail
+
+
+def test_verify_is_not_repeated_for_the_same_build_and_suites(ctx) -> None:
+    pass_suites(ctx)
+    Verify(ctx).run()
+    ctx.run_id = "r2"
+    again = Verify(ctx).run()
+    assert again.status == "skipped"
+    assert again.outputs["kernel"] == "6.1.0-56-cloud-amd64"
+    assert ctx.target.boots == 1
+
+
+def test_changed_suites_are_verified_again(ctx) -> None:
+    pass_suites(ctx)
+    Verify(ctx).run()
+    (ctx.config.root / "suites" / "test_two.py").write_text("def test_two(host):\n    pass\n")
+    ctx.run_id = "r2"
+    assert Verify(ctx).run().status == "succeeded"
+    assert ctx.target.boots == 2
+
+
+def test_a_failed_verification_tags_the_ami_unverified_and_publishes_nothing(ctx, cloud) -> None:
+    fail_suites(ctx)
+    with pytest.raises(StageFailed, match=r"2 checks, 1 failed, 0 errors \(test_extra::test_always_fails\)"):
+        Verify(ctx).run()
+    ami = ctx.target.store.ami(ctx.history.builds("base")[0]["artifact"])
+    tags = images.tags_of(images.describe(cloud, ami))
+    assert tags["bake:verified"] == "false"
+    assert tags["bake:digest"] == "d" * 64
+    assert tags["bake:source-ami"] == "ami-0source"
+    assert images.published(cloud, "base") is None
+    with pytest.raises(StageFailed, match="has not passed its suites"):
+        Register(ctx).run()
+    assert images.published(cloud, "base") is None
+
+
+def test_register_tags_lineage_and_publishes_the_verified_ami(ctx, cloud) -> None:
+    pass_suites(ctx)
+    ctx.outputs.update(Verify(ctx).run().outputs)
+    outcome = Register(ctx).run()
+    ami = outcome.outputs["ami"]
+    assert images.published(cloud, "base") == ami
+    tags = images.tags_of(images.describe(cloud, ami))
+    assert tags["bake:verified"] == "true"
+    assert tags["bake:digest"] == "d" * 64
+    assert tags["bake:source-ami"] == "ami-0source"
+    assert tags["bake:kernel"] == "6.1.0-56-cloud-amd64"
+    assert ctx.history.builds("base")[0]["ami"] == ami
+
+
+def test_register_alone_uses_the_recorded_verification(ctx, cloud) -> None:
+    pass_suites(ctx)
+    Verify(ctx).run()
+    ctx.outputs.clear()
+    ctx.run_id = "r2"
+    first = Register(ctx).run()
+    assert first.status == "succeeded"
+    assert images.tags_of(images.describe(cloud, first.outputs["ami"]))["bake:kernel"] == (
+        "6.1.0-56-cloud-amd64")
+    second = Register(ctx).run()
+    assert second.status == "skipped"
+    assert second.outputs["ami"] == first.outputs["ami"]
+
+
+def test_register_refuses_an_unverified_build(ctx) -> None:
+    with pytest.raises(StageFailed, match="has not passed its suites"):
+        Register(ctx).run()
+
+
+def test_verify_without_any_build_says_what_to_run(tmp_path: Path, cloud) -> None:
+    context = make_context(tmp_path)
+    context.target._cloud = cloud
+    context.stage = "verify"
+    with pytest.raises(StageFailed, match="has no build to use .*bake build base"):
+        Verify(context).run()
+
+
+def test_junit_reports_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "r.xml"
+    path.write_text(JUNIT_FAIL)
+    report = read_junit(path)
+    assert (report.tests, report.failures, report.passed) == (2, 1, False)
+    assert report.failed == ("test_extra::test_always_fails",)
+    assert read_junit(tmp_path / "absent.xml").passed is False
