@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -131,6 +132,103 @@ def _parse_step(raw: Any) -> Step:
     return Step(kind=kind, options=options)
 
 
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_KMS_KEY = re.compile(
+    rf"^({_UUID}|mrk-[0-9a-f]{{32}}|alias/[A-Za-z0-9/_-]+|"
+    rf"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:(key/({_UUID}|mrk-[0-9a-f]{{32}})|alias/[A-Za-z0-9/_-]+))$"
+)
+_ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
+_CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+
+
+def _check_region(region: str) -> str:
+    if not _REGION.match(region):
+        raise ValueError(f"'{region}' is not an AWS region (for example eu-west-1)")
+    return region
+
+
+def _check_kms_key(key: str) -> str:
+    if not _KMS_KEY.match(key):
+        raise ValueError(
+            f"'{key}' is not a KMS key (give a key id, alias/NAME, or a key or alias ARN)"
+        )
+    return key
+
+
+Region = Annotated[str, AfterValidator(_check_region)]
+KmsKey = Annotated[str, AfterValidator(_check_kms_key)]
+
+
+class AwsSettings(_Model):
+    """The production target: real AWS through boto3, and Packer's amazon-ebs builder."""
+
+    region: Region = "us-east-1"
+    profile: str | None = None
+    endpoint_url: str | None = None
+    instance_type: str = "t3.small"
+    subnet_id: str | None = None
+    ssh_username: str = "admin"
+    ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
+    ssh_cidr: str | None = None
+    communicator: Literal["ssh", "none"] = "ssh"
+    volume_size_gb: int = Field(default=8, ge=1)
+    mirror: str = "http://cdn-aws.deb.debian.org/debian"
+    security_mirror: str = "http://cdn-aws.deb.debian.org/debian-security"
+    boot_timeout: Seconds = 600
+
+    @field_validator("ssh_cidr")
+    @classmethod
+    def _cidr(cls, cidr: str | None) -> str | None:
+        if cidr is not None and not _CIDR.match(cidr):
+            raise ValueError(f"'{cidr}' is not an IPv4 CIDR (for example 203.0.113.7/32)")
+        return cidr
+
+
+class ImageAwsSettings(_Model):
+    """How an image's AMI is made on AWS: encryption, copies to other regions, sharing, tags."""
+
+    encrypt_boot: bool = False
+    kms_key_id: KmsKey | None = None
+    ami_regions: list[Region] = Field(default_factory=list)
+    region_kms_key_ids: dict[Region, KmsKey] = Field(default_factory=dict)
+    ami_users: list[str] = Field(default_factory=list)
+    ami_org_arns: list[str] = Field(default_factory=list)
+    instance_type: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("ami_users")
+    @classmethod
+    def _accounts(cls, users: list[str]) -> list[str]:
+        for user in users:
+            if not _ACCOUNT.match(user):
+                raise ValueError(f"'{user}' is not an AWS account id (12 digits)")
+        return users
+
+    @field_validator("ami_org_arns")
+    @classmethod
+    def _organizations(cls, arns: list[str]) -> list[str]:
+        for arn in arns:
+            if not _ORG_ARN.match(arn):
+                raise ValueError(
+                    f"'{arn}' is not an organization ARN "
+                    "(arn:aws:organizations::ACCOUNT:organization/o-...)"
+                )
+        return arns
+
+    @model_validator(mode="after")
+    def _encryption(self) -> ImageAwsSettings:
+        if (self.kms_key_id or self.region_kms_key_ids) and not self.encrypt_boot:
+            raise ValueError("a KMS key is given but encrypt_boot is not true")
+        missing = sorted(set(self.region_kms_key_ids) - set(self.ami_regions))
+        if missing:
+            raise ValueError(
+                f"region_kms_key_ids names {', '.join(missing)}, which is not in ami_regions"
+            )
+        return self
+
+
 class ImageConfig(_Model):
     """A recipe for an AMI: where it starts, how it is provisioned, how it is proven."""
 
@@ -141,6 +239,7 @@ class ImageConfig(_Model):
     description: str = ""
     build_timeout: Seconds = 7200
     verify_timeout: Seconds = 1800
+    aws: ImageAwsSettings = Field(default_factory=ImageAwsSettings)
 
     @field_validator("name")
     @classmethod
@@ -189,6 +288,7 @@ class ServiceConfig(_Model):
     image: str
     capacity: Annotated[Capacity, BeforeValidator(_parse_capacity)]
     instance_type: str | None = None
+    instance_profile: str | None = None
     launch_template: str = ""
     load_balancer: str = ""
     listener_port: int = Field(default=80, gt=0, lt=65536)
@@ -244,13 +344,6 @@ class LocalSettings(_Model):
     disk_size_gb: int = Field(default=4, ge=2)
     boot_timeout: Seconds = 300
     port: int = Field(default=0, ge=0, lt=65536)
-
-
-class AwsSettings(_Model):
-    """The production target: real AWS through boto3."""
-
-    region: str = "us-east-1"
-    profile: str | None = None
 
 
 class Config(_Model):

@@ -25,6 +25,7 @@ class RunContext:
     target: Target
     console: Console
     run_id: str = ""
+    command: str = ""
     image: ImageConfig | None = None
     service: ServiceConfig | None = None
     outputs: dict[str, Any] = field(default_factory=dict)

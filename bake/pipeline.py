@@ -1,8 +1,7 @@
 """The order of stages, as data, and the loop that runs them.
 
-Each command is a list of stage names. The loop records every run and stage in history, starts the
-target's cloud only when the first stage that needs it comes, and calls a failing stage's `undo()`
-before the failure is reported.
+Each command is a list of stage names. The loop records every run and stage in history and calls a
+failing stage's `undo()` before the failure is reported.
 """
 
 from __future__ import annotations
@@ -10,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bake.aws import images
 from bake.context import RunContext
-from bake.errors import BakeError, InputError
+from bake.errors import BakeError
 from bake.stages.base import Stage
 from bake.stages.build import Build
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.prepare import Prepare
 from bake.stages.register import Register
 from bake.stages.render import Render
 from bake.stages.rollback import Rollback
@@ -26,25 +25,25 @@ from bake.stages.verify import Verify
 BAKE = ["render", "build", "verify", "register"]
 SWAP = ["launch-template", "green-asg", "shift"]
 
+# `prepare` starts the target's cloud and checks the service; `render` comes before it so that a
+# template that does not render or validate stops the run before any cloud call or VM.
 SEQUENCES: dict[str, list[str]] = {
     "render": ["render"],
-    "build": ["render", "build"],
-    "verify": ["verify"],
-    "register": ["register"],
-    "swap": SWAP,
-    "bake-and-swap": BAKE + SWAP,
-    "rollback": ["rollback"],
+    "build": ["render", "prepare", "build"],
+    "verify": ["prepare", "verify"],
+    "register": ["prepare", "register"],
+    "swap": ["prepare", *SWAP],
+    "bake-and-swap": ["render", "prepare", "build", "verify", "register", *SWAP],
+    "rollback": ["prepare", "rollback"],
 }
 
 STAGES: dict[str, type[Stage]] = {
     stage.name: stage
     for stage in (
-        Render, Build, Verify, Register, LaunchTemplateStage, GreenAsgStage, ShiftStage, Rollback,
+        Render, Prepare, Build, Verify, Register, LaunchTemplateStage, GreenAsgStage, ShiftStage,
+        Rollback,
     )
 }
-
-# Stages that need neither the cloud nor a machine: bad input is found here, before anything runs.
-OFFLINE = {"render"}
 
 
 def lock_names(ctx: RunContext, command: str) -> list[str]:
@@ -58,17 +57,13 @@ def lock_names(ctx: RunContext, command: str) -> list[str]:
 
 def execute(ctx: RunContext, command: str) -> dict[str, Any]:
     """Run one command's stages in order; return the run's id and the stages' outputs."""
-    subject = ctx.service.name if ctx.service else ctx.require_image().name
+    subject = _subject(ctx)
+    ctx.command = command
     ctx.run_id = ctx.history.start_run(command, subject, ctx.target.name)
     status, error = "failed", None
     try:
-        prepared = False
         for name in SEQUENCES[command]:
-            if name not in OFFLINE and not prepared:
-                ctx.target.prepare()
-                _preflight(ctx, command)
-                prepared = True
-            _run_stage(ctx, name, subject)
+            _run_stage(ctx, name)
         status = "succeeded"
     except KeyboardInterrupt:
         status, error = "cancelled", "interrupted"
@@ -89,36 +84,12 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | dict | list) or value is None
 
 
-def _preflight(ctx: RunContext, command: str) -> None:
-    """Checks that need the cloud but change nothing, made before any stage does work."""
-    if ctx.service is None:
-        return
-    from bake import bluegreen
-
-    try:
-        bluegreen.describe(ctx.target.cloud, ctx.service)
-    except BakeError as exc:
-        raise InputError(exc.message, hint=exc.hint) from None
-    if command == "swap":
-        ami = ctx.options.get("ami") or images.published(ctx.target.cloud, ctx.service.image)
-        if ami is None:
-            raise InputError(
-                f"image {ctx.service.image} has no published AMI to swap to",
-                hint=f"run bake bake-and-swap {ctx.service.name}, or pass --ami",
-            )
-        if not images.is_verified(ctx.target.cloud, ami):
-            raise InputError(
-                f"{ami} is not a verified AMI (tag bake:verified=true missing)",
-                hint="only AMIs that passed bake verify can be swapped in",
-            )
-        ctx.outputs["ami"] = ami
-
-
-def _run_stage(ctx: RunContext, name: str, subject: str) -> None:
+def _run_stage(ctx: RunContext, name: str) -> None:
     stage = STAGES[name](ctx)
     ctx.stage = name
     stage_id = ctx.history.start_stage(ctx.run_id, name)
-    ctx.console.stage_started(name, subject)
+    image_stage = name in BAKE and ctx.image is not None
+    ctx.console.stage_started(name, ctx.require_image().name if image_stage else _subject(ctx))
     started = time.monotonic()
     try:
         outcome = stage.run()
@@ -133,5 +104,11 @@ def _run_stage(ctx: RunContext, name: str, subject: str) -> None:
         ctx.console.stage_finished(name, "failed", "", time.monotonic() - started)
         raise
     ctx.outputs.update(outcome.outputs)
+    if isinstance(outcome.outputs.get("ami"), str):
+        ctx.history.set_run_ami(ctx.run_id, outcome.outputs["ami"])
     ctx.history.finish_stage(stage_id, outcome.status, outcome.detail, outcome.outputs)
     ctx.console.stage_finished(name, outcome.status, outcome.detail, time.monotonic() - started)
+
+
+def _subject(ctx: RunContext) -> str:
+    return ctx.service.name if ctx.service else ctx.require_image().name

@@ -12,6 +12,7 @@ from typing import Any
 
 from bake.config import Config, ImageConfig, Step
 from bake.errors import ConfigError
+from bake.runner import Runner
 
 
 class Expr(str):
@@ -30,6 +31,8 @@ class Block:
 
 @dataclass(frozen=True)
 class StepContext:
+    """What a step needs to render its blocks: the config, where scripts live, how they run."""
+
     config: Config
     image: ImageConfig
     target: str
@@ -37,6 +40,8 @@ class StepContext:
     mirror: str
     security_mirror: str
     execute_command: str | None
+    runner: Runner
+    render_dir: Path
 
 
 def _shell(step: str, context: StepContext, script: Path, env: dict[str, str]) -> Block:

@@ -27,7 +27,6 @@ class Register(Stage):
             kernel = check["kernel"]
         cloud = ctx.target.cloud
         ami = ctx.target.ensure_ami(built)
-        ctx.history.set_run_ami(ctx.run_id, ami)
         ctx.history.set_build_ami(image.name, built.digest, ami)
         wanted = images.lineage_tags(
             image=image.name, digest=built.digest, source_ami=built.source_ami,

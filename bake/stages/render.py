@@ -25,7 +25,7 @@ class Rendered:
 def render_image(ctx: RunContext, image: ImageConfig) -> Rendered:
     """Render, parse back and validate one image's template; raise InputError when it is wrong."""
     version = packer.detect_version(ctx.runner)
-    settings = ctx.target.template_context(image)
+    settings = ctx.target.template_context(image, version)
     step_context = StepContext(
         config=ctx.config,
         image=image,
@@ -34,8 +34,13 @@ def render_image(ctx: RunContext, image: ImageConfig) -> Rendered:
         mirror=settings["mirror"],
         security_mirror=settings["security_mirror"],
         execute_command=settings.get("execute_command"),
+        runner=ctx.runner,
+        render_dir=ctx.state.rendered(image.name, ctx.target.name).parent,
     )
     blocks = blocks_for(step_context)
+    if settings.get("communicator") == "none":
+        ctx.console.line(f"    communicator none: the {len(blocks)} provisioning steps are not run")
+        blocks = []
     text = templates.render(
         ctx.config.packer_path,
         ctx.target.template(),

@@ -11,8 +11,9 @@ class Rollback(Stage):
 
     def run(self) -> Outcome:
         service = self.ctx.require_service()
-        state = bluegreen.rollback(self.ctx.target.cloud, service, self.ctx.console.line)
-        self.ctx.history.set_run_ami(self.ctx.run_id, state.live.ami or "")
+        state = bluegreen.rollback(
+            self.ctx.target.cloud, service, lambda text: self.ctx.console.line(f"    {text}")
+        )
         return Outcome.done(
             f"{state.live.color} is live again on {state.live.ami}",
             live_color=state.live.color, ami=state.live.ami,

@@ -99,8 +99,7 @@ class Verify(Stage):
                 junit=earlier["junit"],
             )
         junit = ctx.state.run_dir(ctx.run_id) / f"verify-{image.name}.xml"
-        console_log = junit.with_name(f"verify-{image.name}-console.log")
-        with ctx.target.machine(built, image, console_log) as host:
+        with ctx.target.machine(ctx, built) as host:
             self._run_suites(host, built, junit)
             kernel = ssh.run(ctx.runner, host, "uname -r", timeout=60).stdout.strip()
         report = read_junit(junit)

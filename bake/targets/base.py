@@ -6,10 +6,14 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bake.aws.session import Cloud
 from bake.config import ImageConfig
+from bake.packer import PackerVersion
+
+if TYPE_CHECKING:
+    from bake.context import RunContext
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class Target(Protocol):
     def template(self) -> str:
         """The Jinja2 template in packer/ that builds images on this target."""
 
-    def template_context(self, image: ImageConfig) -> dict[str, Any]:
+    def template_context(
+        self, image: ImageConfig, packer_version: PackerVersion
+    ) -> dict[str, Any]:
         """Values for rendering the template; no cloud call and no VM here."""
 
     def prepare(self) -> None:
@@ -89,8 +95,6 @@ class Target(Protocol):
     def packer_environment(self) -> dict[str, str]:
         """Environment variables Packer needs on this target."""
 
-    def machine(
-        self, built: Built, image: ImageConfig, log_path: Path
-    ) -> AbstractContextManager[SshHost]:
+    def machine(self, ctx: RunContext, built: Built) -> AbstractContextManager[SshHost]:
         """A fresh machine booted from the build (never the build machine), shut down on exit."""
 

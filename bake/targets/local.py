@@ -15,11 +15,13 @@ from bake.aws import images
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
+from bake.context import RunContext
 from bake.errors import BakeError, InputError
 from bake.history import History
 from bake.local import basedisk, qemu, seed
 from bake.local import cloud as local_cloud
 from bake.local.store import ImageStore
+from bake.packer import PackerVersion
 from bake.runner import Runner
 from bake.state import StateDir
 from bake.targets.base import Built, SourceImage, SshHost
@@ -63,7 +65,7 @@ class LocalTarget:
     def template(self) -> str:
         return "local.pkr.hcl.j2"
 
-    def template_context(self, image: ImageConfig) -> dict[str, Any]:
+    def template_context(self, image: ImageConfig, packer_version: PackerVersion) -> dict[str, Any]:
         private_key, _ = self.keypair
         return {
             "builder": "qemu",
@@ -189,7 +191,9 @@ class LocalTarget:
         return self._ami_for(built.artifact, built.image, {"bake:image": built.image})
 
     @contextmanager
-    def machine(self, built: Built, image: ImageConfig, log_path: Path) -> Iterator[SshHost]:
+    def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:
+        image = ctx.require_image()
+        log_path = ctx.state.run_dir(ctx.run_id) / f"verify-{image.name}-console.log"
         private_key, _ = self.keypair
         work = self.state.work_dir(f"verify-{image.name}-{(built.artifact or '')[:12]}")
         try:

@@ -70,6 +70,8 @@ class FakeRunner(Runner):
     environments: list[dict[str, str]] = field(default_factory=list)
     processes: list[FakeProcess] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    real: frozenset[str] = frozenset()
+    """Programs that really run (through the product's Runner), recorded like the others."""
 
     def on(self, match: Match, **answer) -> FakeRunner:
         """Answer commands matching `match` (program name or predicate) with `answer`."""
@@ -103,6 +105,11 @@ class FakeRunner(Runner):
         cwd: Path | str | None = None,
         input: str | None = None,
     ) -> Completed:
+        if str(argv[0]) in self.real:
+            self.calls.append([str(a) for a in argv])
+            self.environments.append(dict(env or {}))
+            return Runner.run(self, argv, check=check, timeout=timeout, env=env, cwd=cwd,
+                              input=input)
         argv, rule, status = self._answer(argv, env)
         result = Completed(argv, status, rule.stdout, rule.stderr, 0.0)
         if check and not result.ok:
@@ -120,7 +127,12 @@ class FakeRunner(Runner):
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
     ) -> Completed:
-        result = self.run(argv, check=False, timeout=timeout)
+        if str(argv[0]) in self.real:
+            self.calls.append([str(a) for a in argv])
+            self.environments.append(dict(env or {}))
+            return Runner.stream(self, argv, on_line=on_line, log_path=log_path, check=check,
+                                 timeout=timeout, env=env, cwd=cwd)
+        result = self.run(argv, check=False, timeout=timeout, env=env)
         for line in result.stdout.splitlines():
             on_line(line)
         if check and not result.ok:

@@ -68,11 +68,13 @@ def sequence(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_order_of_stages_is_data() -> None:
     assert pipeline.SEQUENCES["bake-and-swap"] == [
-        "render", "build", "verify", "register", "launch-template", "green-asg", "shift",
+        "render", "prepare", "build", "verify", "register", "launch-template", "green-asg", "shift",
     ]
-    assert pipeline.SEQUENCES["swap"] == ["launch-template", "green-asg", "shift"]
+    assert pipeline.SEQUENCES["swap"] == ["prepare", "launch-template", "green-asg", "shift"]
     for names in pipeline.SEQUENCES.values():
         assert all(name in pipeline.STAGES for name in names)
+        if "render" in names and "prepare" in names:
+            assert names.index("render") < names.index("prepare"), "render must come first"
 
 
 def test_stages_run_in_order_and_every_one_is_recorded(tmp_path: Path, sequence) -> None:
@@ -91,19 +93,23 @@ def test_stages_run_in_order_and_every_one_is_recorded(tmp_path: Path, sequence)
     assert all(s["seconds"] is not None for s in run["stages"])
 
 
-def test_the_target_is_prepared_once_and_only_after_offline_stages(tmp_path: Path, sequence) -> None:
+def test_prepare_readies_the_target(tmp_path: Path, sequence) -> None:
+    from bake.stages.prepare import Prepare
+
     log: list[str] = []
-    sequence(stage("render", log), stage("one", log), stage("two", log))
+    sequence(stage("render", log), Prepare, stage("one", log))
     ctx = make_context(tmp_path)
     pipeline.execute(ctx, "test")
     assert ctx.target.prepared == 1
+    assert [s["name"] for s in ctx.history.runs()[0]["stages"]] == ["render", "prepare", "one"]
 
 
 def test_bad_input_in_render_prepares_nothing(tmp_path: Path, sequence) -> None:
     from bake.errors import InputError
+    from bake.stages.prepare import Prepare
 
     log: list[str] = []
-    sequence(stage("render", log, fails=InputError("bad template")), stage("one", log))
+    sequence(stage("render", log, fails=InputError("bad template")), Prepare, stage("one", log))
     ctx = make_context(tmp_path)
     with pytest.raises(InputError):
         pipeline.execute(ctx, "test")

@@ -50,8 +50,9 @@ def test_validate_gets_every_variable_and_the_rendered_file(tmp_path: Path) -> N
     Render(ctx).run()
     (validate,) = [argv for argv in ctx.runner.commands("packer") if argv[1] == "validate"]
     given = {validate[i + 1].split("=", 1)[0] for i, arg in enumerate(validate) if arg == "-var"}
-    declared = {name for block in parse_rendered(ctx)["variable"] for name in block}
-    assert given == declared
+    declared = {name: block[name] for block in parse_rendered(ctx)["variable"] for name in block}
+    assert given == {name for name, body in declared.items() if "default" not in body}
+    assert set(declared) - given == {"chef_package_url"}
     assert validate[-1] == str(ctx.state.rendered("base", "local"))
 
 

@@ -33,7 +33,7 @@ class MachineTarget(StubbedLocalTarget):
     boots = 0
 
     @contextmanager
-    def machine(self, built, image, log_path: Path) -> Iterator[SshHost]:
+    def machine(self, ctx, built) -> Iterator[SshHost]:
         self.boots += 1
         yield SshHost("127.0.0.1", 2222, "root", Path("/keys/id"), Path("/keys/config"))
 

@@ -1,0 +1,150 @@
+"""A throwaway EC2 instance to verify a candidate AMI: its own key pair and security group, IMDSv2,
+and everything deleted again on every path, including failures and Ctrl-C."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+from bake.aws.session import Cloud
+from bake.errors import BakeError
+
+WAIT = {"Delay": 5, "MaxAttempts": 120}
+
+
+@dataclass(frozen=True)
+class Throwaway:
+    """What to launch and who may reach it."""
+
+    ami: str
+    instance_type: str
+    ssh_cidr: str
+    run_id: str
+    image: str
+    subnet_id: str | None = None
+    instance_profile: str | None = None
+    use_private_ip: bool = False
+
+
+@dataclass(frozen=True)
+class Launched:
+    instance_id: str
+    address: str
+    key_file: Path
+
+
+def _vpc_of(cloud: Cloud, subnet_id: str | None) -> str:
+    ec2 = cloud.client("ec2")
+    if subnet_id:
+        return ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise BakeError(
+            f"no default VPC in {cloud.region} to verify in", hint="set aws.subnet_id in bake.toml"
+        )
+    return vpcs[0]["VpcId"]
+
+
+def _tags(kind: str, spec: Throwaway, name: str) -> list[dict[str, Any]]:
+    tags = [{"Key": "Name", "Value": name}, {"Key": "bake:run-id", "Value": spec.run_id},
+            {"Key": "bake:purpose", "Value": f"verify {spec.image}"}]
+    return [{"ResourceType": kind, "Tags": tags}]
+
+
+def _terminate(cloud: Cloud, instance_id: str) -> None:
+    ec2 = cloud.client("ec2")
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    with suppress(WaiterError):
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+
+
+@contextmanager
+def throwaway(
+    cloud: Cloud, spec: Throwaway, work_dir: Path, record: Callable[[str, str], None]
+) -> Iterator[Launched]:
+    """Launch an instance from `spec.ami`, yield it once running, and remove all of it on exit.
+
+    `record(kind, id)` is called for each resource as soon as it exists. Cleanup runs in reverse
+    order: the instance is terminated before its security group and key pair are deleted.
+    """
+    ec2 = cloud.client("ec2")
+    name = f"goldenbake-verify-{spec.image}-{secrets.token_hex(4)}"
+    with ExitStack() as cleanup:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        cleanup.callback(shutil.rmtree, work_dir, True)
+        key = ec2.create_key_pair(KeyName=name, KeyType="ed25519",
+                                  TagSpecifications=_tags("key-pair", spec, name))
+        record("key-pair", name)
+        cleanup.callback(ec2.delete_key_pair, KeyName=name)
+        key_file = work_dir / "id_ed25519"
+        key_file.touch(mode=0o600)
+        key_file.write_text(key["KeyMaterial"].rstrip("\n") + "\n", encoding="utf-8")
+
+        group_id = ec2.create_security_group(
+            GroupName=name, Description=f"goldenbake: SSH to verify {spec.image}",
+            VpcId=_vpc_of(cloud, spec.subnet_id), TagSpecifications=_tags("security-group", spec, name),
+        )["GroupId"]
+        record("security-group", group_id)
+        cleanup.callback(ec2.delete_security_group, GroupId=group_id)
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "goldenbake runner"}],
+        }])
+
+        request: dict[str, Any] = {
+            "ImageId": spec.ami, "InstanceType": spec.instance_type, "KeyName": name,
+            "MinCount": 1, "MaxCount": 1, "SecurityGroupIds": [group_id],
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "TagSpecifications": _tags("instance", spec, name),
+        }
+        if spec.subnet_id:
+            request["SubnetId"] = spec.subnet_id
+        if spec.instance_profile:
+            request["IamInstanceProfile"] = {"Name": spec.instance_profile}
+        instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
+        record("instance", instance_id)
+        cleanup.callback(_terminate, cloud, instance_id)
+
+        address = _running_address(cloud, instance_id, spec.use_private_ip)
+        yield Launched(instance_id, address, key_file)
+
+
+def _running_address(cloud: Cloud, instance_id: str, private: bool) -> str:
+    ec2 = cloud.client("ec2")
+    try:
+        ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    except WaiterError as exc:
+        raise BakeError(f"verification instance {instance_id} did not start: {exc}") from None
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    address = instance.get("PrivateIpAddress") if private else instance.get("PublicIpAddress")
+    if not address:
+        kind = "private" if private else "public"
+        raise BakeError(
+            f"verification instance {instance_id} has no {kind} address",
+            hint="set aws.ssh_interface or aws.subnet_id so the runner can reach it",
+        )
+    return address
+
+
+def remaining(cloud: Cloud, run_id: str) -> dict[str, list[str]]:
+    """Verification resources of a run that still exist (for tests and for a careful operator)."""
+    ec2 = cloud.client("ec2")
+    by_run = [{"Name": "tag:bake:run-id", "Values": [run_id]}]
+    instances = [
+        instance["InstanceId"]
+        for reservation in ec2.describe_instances(Filters=by_run)["Reservations"]
+        for instance in reservation["Instances"]
+        if instance["State"]["Name"] not in ("terminated", "shutting-down")
+    ]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=by_run)["SecurityGroups"]]
+    keys: list[str] = []
+    with suppress(ClientError):
+        keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=by_run)["KeyPairs"]]
+    return {"instances": instances, "security-groups": groups, "key-pairs": keys}

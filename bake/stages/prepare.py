@@ -1,0 +1,42 @@
+"""prepare: make the target ready (the local target starts its cloud, builds or reuses its base
+disk and seeds the blue environment) and check, changing nothing, what later stages rely on."""
+
+from __future__ import annotations
+
+from bake import bluegreen
+from bake.aws import images
+from bake.errors import BakeError, InputError
+from bake.stages.base import Outcome, Stage
+
+
+class Prepare(Stage):
+    name = "prepare"
+
+    def run(self) -> Outcome:
+        ctx = self.ctx
+        ctx.target.prepare()
+        if ctx.service is None:
+            return Outcome.done(f"{ctx.target.name} target ready")
+        try:
+            state = bluegreen.describe(ctx.target.cloud, ctx.service)
+        except BakeError as exc:
+            raise InputError(exc.message, hint=exc.hint) from None
+        detail = f"{ctx.service.name}: {state.live.color} is live on {state.live.ami}"
+        if ctx.command == "swap":
+            return Outcome.done(detail, ami=self._verified_ami())
+        return Outcome.done(detail)
+
+    def _verified_ami(self) -> str:
+        ctx, service = self.ctx, self.ctx.require_service()
+        ami = ctx.options.get("ami") or images.published(ctx.target.cloud, service.image)
+        if ami is None:
+            raise InputError(
+                f"image {service.image} has no published AMI to swap to",
+                hint=f"run bake bake-and-swap {service.name}, or pass --ami",
+            )
+        if not images.is_verified(ctx.target.cloud, ami):
+            raise InputError(
+                f"{ami} is not a verified AMI (tag bake:verified=true missing)",
+                hint="only AMIs that passed bake verify can be swapped in",
+            )
+        return ami

@@ -1,0 +1,179 @@
+"""The aws target: Packer's amazon-ebs builds the AMI in the account, verification runs on a
+throwaway EC2 instance, and everything else is the same boto3 code the local target runs."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bake import ssh
+from bake.aws import images
+from bake.aws.instances import Throwaway, throwaway
+from bake.aws.session import Cloud
+from bake.config import Config, ImageConfig
+from bake.console import Console
+from bake.context import RunContext
+from bake.errors import BakeError, InputError
+from bake.history import History
+from bake.packer import PackerVersion
+from bake.runner import Runner
+from bake.state import StateDir
+from bake.targets.base import Built, SourceImage, SshHost
+
+CHECKIP = "https://checkip.amazonaws.com"
+SUDO_EXECUTE = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh -eu '{{ .Path }}'"
+
+
+class AwsTarget:
+    name = "aws"
+
+    def __init__(
+        self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
+    ) -> None:
+        self.config = config
+        self.settings = config.aws
+        self.state = state
+        self.history = history
+        self.runner = runner
+        self.console = console
+
+    @cached_property
+    def cloud(self) -> Cloud:
+        return Cloud(self.settings.region, self.settings.endpoint_url, self.settings.profile)
+
+    # rendering and building
+
+    def template(self) -> str:
+        return "aws.pkr.hcl.j2"
+
+    def template_context(self, image: ImageConfig, packer_version: PackerVersion) -> dict[str, Any]:
+        image_aws = image.aws
+        if image_aws.ami_org_arns and not packer_version.has_required_plugins:
+            raise InputError(
+                f"images.{image.name}.aws.ami_org_arns needs Packer 1.7 or newer "
+                f"(found {packer_version})",
+                hint="upgrade Packer, or share with ami_users",
+            )
+        if not packer_version.has_required_plugins:
+            self.console.line(
+                f"    packer {packer_version}: amazon-ebs cannot require IMDSv2 on the build "
+                "instance; Packer 1.7+ does (verification and launch templates always do)"
+            )
+        settings = self.settings.model_dump()
+        settings["instance_type"] = image_aws.instance_type or self.settings.instance_type
+        return {
+            "builder": "amazon-ebs",
+            "mirror": self.settings.mirror,
+            "security_mirror": self.settings.security_mirror,
+            "execute_command": SUDO_EXECUTE,
+            "communicator": self.settings.communicator,
+            "aws": settings,
+            "image_aws": image_aws.model_dump(),
+        }
+
+    def placeholder_variables(self) -> dict[str, str]:
+        return {
+            "source_ami": "ami-00000000000000000",
+            "build_digest": "0" * 64,
+            "run_id": "validate",
+            "manifest_path": str(self.state.root / "work" / "validate" / "manifest.json"),
+            "ssh_cidr": "192.0.2.1/32",
+        }
+
+    def build_variables(self, work: Path) -> dict[str, str]:
+        return {"ssh_cidr": self.ssh_cidr}
+
+    def packer_environment(self) -> dict[str, str]:
+        environment = {"AWS_REGION": self.settings.region,
+                       "AWS_DEFAULT_REGION": self.settings.region}
+        credentials = self.cloud.session.get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            environment["AWS_ACCESS_KEY_ID"] = frozen.access_key
+            environment["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+            if frozen.token:
+                environment["AWS_SESSION_TOKEN"] = frozen.token
+        return environment
+
+    def chef_package_url(self, url: str) -> str:
+        """An HTTPS address a build machine can fetch an `s3://` package from, for an hour."""
+        parsed = urlparse(url)
+        return self.cloud.client("s3").generate_presigned_url(
+            "get_object", Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+            ExpiresIn=3600,
+        )
+
+    @cached_property
+    def ssh_cidr(self) -> str:
+        """Who may reach build and verification instances over SSH: this runner only."""
+        if self.settings.ssh_cidr:
+            return self.settings.ssh_cidr
+        if self.settings.endpoint_url:
+            return "127.0.0.1/32"
+        try:
+            with urllib.request.urlopen(CHECKIP, timeout=10) as response:
+                address = ipaddress.ip_address(response.read().decode().strip())
+        except (OSError, ValueError) as exc:
+            raise BakeError(
+                f"cannot find this runner's public address at {CHECKIP}: {exc}",
+                hint="set aws.ssh_cidr in bake.toml",
+            ) from None
+        return f"{address}/32"
+
+    # the cloud
+
+    def prepare(self) -> None:
+        """Nothing to start on AWS; the blue environment belongs to the team's infrastructure."""
+
+    def resolve_base(self, image: ImageConfig) -> SourceImage:
+        spec = image.base_for(self.name)
+        ami = images.resolve(self.cloud, spec, f"images.{image.name}.base")
+        return SourceImage(ami=ami, description=f"{spec.describe()} ({ami})")
+
+    def collect(
+        self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    ) -> Built:
+        builds = manifest.get("builds") or []
+        last = manifest.get("last_run_uuid")
+        build = ([b for b in builds if b.get("packer_run_uuid") == last] or builds or [{}])[-1]
+        amis = dict(
+            entry.split(":", 1) for entry in (build.get("artifact_id") or "").split(",") if ":" in entry
+        )
+        if self.settings.region not in amis:
+            raise BakeError(f"packer's manifest names no AMI in {self.settings.region}: {amis}")
+        return Built(image.name, digest, source.ami, ami=amis[self.settings.region])
+
+    def still_exists(self, built: Built) -> bool:
+        return bool(built.ami) and images.describe(self.cloud, built.ami or "") is not None
+
+    def ensure_ami(self, built: Built) -> str:
+        if not built.ami:
+            raise BakeError(f"build {built.digest[:12]} of {built.image} made no AMI")
+        return built.ami
+
+    @contextmanager
+    def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:
+        image = ctx.require_image()
+        spec = Throwaway(
+            ami=self.ensure_ami(built),
+            instance_type=image.aws.instance_type or self.settings.instance_type,
+            ssh_cidr=self.ssh_cidr,
+            run_id=ctx.run_id,
+            image=image.name,
+            subnet_id=self.settings.subnet_id,
+            instance_profile=ctx.service.instance_profile if ctx.service else None,
+            use_private_ip=self.settings.ssh_interface == "private_ip",
+        )
+        work = self.state.work_dir(f"verify-{image.name}-{ctx.run_id}")
+        with throwaway(self.cloud, spec, work, ctx.record_resource) as launched:
+            host = SshHost(launched.address, 22, self.settings.ssh_username, launched.key_file,
+                           ssh.write_ssh_config(self.state.ssh))
+            self.console.line(f"    {launched.instance_id} at {launched.address}: waiting for SSH")
+            ssh.wait_for_ssh(self.runner, host, timeout=self.settings.boot_timeout)
+            yield host

@@ -1,0 +1,7 @@
+name 'golden_base'
+maintainer 'goldenbake'
+license 'Apache-2.0'
+description 'Baseline of every golden image: sshd, sysctl, time sync, security upgrades, lineage'
+version '1.0.0'
+chef_version '>= 15'
+supports 'debian'

@@ -1,0 +1,228 @@
+"""The whole chain on the local target, through the `bake` command as a user runs it: a real Packer
+build under QEMU, verification on a fresh boot, registration and a blue/green swap in the moto server.
+
+The tests run in file order and build on each other: one image is baked for all of them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAILING_SUITE = '''
+def test_the_image_ships_a_file_it_never_had(host):
+    assert host.file("/etc/bake/this-file-was-never-baked").exists
+'''
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Project:
+    state: Path
+    config: Path
+
+    def bake(self, *args: str, config: Path | None = None) -> Result:
+        env = {**os.environ, "BAKE_STATE_DIR": str(self.state)}
+        env.pop("BAKE_CONFIG", None)
+        process = subprocess.run(
+            [sys.executable, "-m", "bake", "--config", str(config or self.config), *args],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=3600,
+        )
+        return Result(process.returncode, process.stdout, process.stderr)
+
+    def ok(self, *args: str, config: Path | None = None) -> Result:
+        result = self.bake(*args, config=config)
+        assert result.code == 0, f"bake {' '.join(args)} exited {result.code}:\n{result.err[-3000:]}"
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return self.ok("--json", "status", "demo").json
+
+    def aws(self, service: str) -> Any:
+        """Any AWS client pointed at the local endpoint, as a user would make one."""
+        endpoint = self.ok("--json", "local", "status").json["endpoint"]
+        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id="any", aws_secret_access_key="any")
+
+
+@pytest.fixture(scope="module")
+def project(e2e_state_dir: Path) -> Iterator[Project]:
+    project = Project(e2e_state_dir, REPO / "bake.toml")
+    yield project
+    project.bake("local", "down")
+
+
+@pytest.fixture(scope="module")
+def first(project: Project) -> dict[str, Any]:
+    return project.ok("--json", "bake-and-swap", "demo").json
+
+
+def runs(project: Project) -> list[dict[str, Any]]:
+    return project.ok("--json", "history", "--limit", "100").json
+
+
+def stage_statuses(run: dict[str, Any]) -> dict[str, str]:
+    return {stage["name"]: stage["status"] for stage in run["stages"]}
+
+
+def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(project, first) -> None:
+    ami = first["ami"]
+    assert first["live_color"] == "green"
+    run = next(run for run in runs(project) if run["run_id"] == first["run_id"])
+    assert run["status"] == "succeeded" and run["ami"] == ami
+    assert stage_statuses(run) == {
+        "render": "succeeded", "prepare": "succeeded", "build": "succeeded",
+        "verify": "succeeded", "register": "succeeded", "launch-template": "succeeded",
+        "green-asg": "succeeded", "shift": "succeeded",
+    }
+    status = project.status()
+    assert status["live"]["color"] == "green" and status["live"]["ami"] == ami
+    assert status["live"]["healthy"] == status["live"]["desired"] == 2
+    assert status["standby"]["color"] == "blue" and status["standby"]["ami"] != ami
+
+
+def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
+    ami = first["ami"]
+    ec2, elbv2 = project.aws("ec2"), project.aws("elbv2")
+    (image,) = ec2.describe_images(ImageIds=[ami])["Images"]
+    tags = {tag["Key"]: tag["Value"] for tag in image["Tags"]}
+    assert tags["bake:verified"] == "true"
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["bake:digest"])
+    assert tags["bake:source-ami"].startswith("ami-") and tags["bake:source-ami"] != ami
+    parameter = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    assert parameter["Value"] == ami
+    (balancer,) = elbv2.describe_load_balancers(Names=["demo"])["LoadBalancers"]
+    (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    weights = {group["TargetGroupArn"].split("/")[1]: group["Weight"]
+               for group in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
+    assert weights == {"demo-green": 100, "demo-blue": 0}
+    (group,) = project.aws("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=["demo-green"])["AutoScalingGroups"]
+    template = group["LaunchTemplate"]
+    (version,) = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template["LaunchTemplateId"], Versions=[template["Version"]],
+    )["LaunchTemplateVersions"]
+    assert version["LaunchTemplateData"]["ImageId"] == ami
+    assert version["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
+
+
+def test_the_patched_kernel_is_the_one_that_booted(project, first) -> None:
+    image = project.aws("ec2").describe_images(ImageIds=[first["ami"]])["Images"][0]
+    kernel = {tag["Key"]: tag["Value"] for tag in image["Tags"]}["bake:kernel"]
+    build_log = (project.state / "logs" / first["run_id"] / "build-base.log").read_text()
+    installed = re.findall(r"Setting up linux-image-(\d[^ ]*-cloud-amd64) ", build_log)
+    assert installed, "the patch step installed no kernel: the base disk is not behind the archive"
+    assert kernel == installed[-1]
+    junit = (project.state / "logs" / first["run_id"] / "verify-base.xml").read_text()
+    assert 'failures="0"' in junit and "test_running_kernel_is_the_newest_installed" in junit
+
+
+def test_a_second_bake_and_swap_alternates_colours(project, first) -> None:
+    second = project.ok("--json", "bake-and-swap", "demo").json
+    assert second["live_color"] == "blue"
+    assert second["ami"] == first["ami"]
+    run = next(run for run in runs(project) if run["run_id"] == second["run_id"])
+    statuses = stage_statuses(run)
+    assert (statuses["build"], statuses["verify"], statuses["register"]) == ("skipped",) * 3
+    status = project.status()
+    assert (status["live"]["color"], status["live"]["ami"]) == ("blue", first["ami"])
+    assert (status["standby"]["color"], status["standby"]["ami"]) == ("green", first["ami"])
+
+
+def test_rollback_sends_traffic_back_to_the_standby(project, first) -> None:
+    result = project.ok("--json", "rollback", "demo").json
+    assert result["live_color"] == "green"
+    status = project.status()
+    assert status["live"]["color"] == "green" and status["live"]["weight"] == 100
+    assert status["standby"]["color"] == "blue" and status["standby"]["healthy"] == 2
+
+
+def test_a_locked_service_exits_3_and_changes_nothing(project) -> None:
+    before = project.status()
+    lock = project.state / "locks" / "service-demo.lock"
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = project.bake("swap", "demo")
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert result.code == 3
+    assert "service-demo is locked" in result.err
+    assert project.status() == before
+
+
+def test_a_failed_verification_promotes_nothing_and_moves_no_traffic(project, tmp_path) -> None:
+    before = project.status()
+    suite = tmp_path / "failing"
+    suite.mkdir()
+    (suite / "test_extra.py").write_text(FAILING_SUITE)
+    config = tmp_path / "canary.toml"
+    config.write_text(f'''
+packer_dir = "{REPO / 'packer'}"
+
+[images.canary]
+base = "debian:bookworm"
+steps = ["harden", "lineage"]
+verify = ["{REPO / 'serverspec_tests/base/test_lineage.py'}", "{suite}"]
+
+[services.demo]
+image = "canary"
+capacity = 2
+''')
+    result = project.bake("bake-and-swap", "demo", config=config)
+    assert result.code == 1, result.err[-2000:]
+    assert result.err.strip().splitlines()[-1].startswith("error: verify: 2 checks, 1 failed")
+    assert project.status() == before
+    ec2 = project.aws("ec2")
+    (canary,) = ec2.describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": ["canary"]}])["Images"]
+    tags = {tag["Key"]: tag["Value"] for tag in canary["Tags"]}
+    assert tags["bake:verified"] == "false"
+    with pytest.raises(project.aws("ssm").exceptions.ParameterNotFound):
+        project.aws("ssm").get_parameter(Name="/bake/images/canary/latest")
+    run = runs(project)[0]
+    assert run["status"] == "failed" and run["ami"] == canary["ImageId"]
+    assert stage_statuses(run)["verify"] == "failed"
+    assert "launch-template" not in stage_statuses(run)
+
+
+def test_a_restarted_local_cloud_is_seeded_again_and_history_survives(project, first) -> None:
+    runs_before = [run["run_id"] for run in runs(project)]
+    project.ok("local", "down")
+    assert project.ok("--json", "local", "status").json["running"] is False
+    status = project.status()
+    assert project.ok("--json", "local", "status").json["running"] is True
+    assert status["live"]["color"] == "blue" and status["standby"] is None
+    assert [run["run_id"] for run in runs(project)][-len(runs_before):] == runs_before
+    republished = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    swapped = project.ok("--json", "swap", "demo").json
+    assert swapped["live_color"] == "green" and swapped["ami"] == republished["Value"]
+    image = project.aws("ec2").describe_images(ImageIds=[swapped["ami"]])["Images"][0]
+    tags = {tag["Key"]: tag["Value"] for tag in image["Tags"]}
+    assert tags["bake:verified"] == "true"
+    first_run = next(run for run in runs(project) if run["run_id"] == first["run_id"])
+    build = next(stage for stage in first_run["stages"] if stage["name"] == "build")
+    assert tags["bake:digest"] == build["outputs"]["built"]["digest"]
