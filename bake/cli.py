@@ -126,9 +126,13 @@ def status(app: App, service: str) -> None:
     """Show which colour of SERVICE is live, on which AMI, and its standby."""
     from bake import bluegreen
 
+    from bake import plan as plan_module
+
     service_config = app.config.service(service)
     app.target.prepare()
     state = bluegreen.describe(app.target.cloud, service_config).to_dict()
+    image = plan_module.plan_image(app.config, app.target, service_config.image)
+    state["image"] = image.to_dict()
     lines = [f"service {service}"]
     for role in ("live", "standby"):
         colour = state[role]
@@ -140,7 +144,50 @@ def status(app: App, service: str) -> None:
             f"launch-template-version={colour['launch_template_version']} "
             f"weight={colour['weight']} healthy={colour['healthy']}/{colour['desired']}"
         )
+    lines.append(f"  image {image.image}: {image.action} ({image.reason})")
     emit(app, state, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("image")
+@click.option("--keep", default=3, show_default=True, help="How many newest verified AMIs to keep.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be retired.")
+@json_flag
+@pass_app
+def retire(app: App, image: str, keep: int, dry_run: bool) -> None:
+    """Deregister IMAGE's old AMIs and delete their snapshots (never one in use)."""
+    if keep < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--keep")
+    result = app.run("retire", image=image, keep=keep, dry_run=dry_run or None)
+    emit(app, result.get("decisions", []), f"{image}: {result['status']} (run {result['run_id']})")
+
+
+@cli.command()
+@json_flag
+@pass_app
+def plan(app: App) -> None:
+    """Show, for each image, what a bake would start from and whether it is stale."""
+    from bake import plan as plan_module
+
+    app.target.prepare()
+    plans = plan_module.plan(app.config, app.target)
+    lines = [f"{p.image:<12} {p.action:<11} {p.reason}" for p in plans]
+    emit(app, [p.to_dict() for p in plans], "\n".join(lines))
+
+
+@cli.command("iam-policy")
+@json_flag
+@pass_app
+def iam_policy(app: App) -> None:
+    """Print the least-privilege IAM policy that running the pipeline on AWS needs."""
+    from bake import iam
+
+    document = iam.policy(app.config)
+    human = "\n".join(
+        f"{statement['Sid']}: {len(statement['Action'])} actions on {statement['Resource']}"
+        for statement in document["Statement"]
+    )
+    emit(app, document, human + "\n\n(use --json for the policy document)")
 
 
 @cli.command()

@@ -221,6 +221,11 @@ class ImageAwsSettings(_Model):
     def _encryption(self) -> ImageAwsSettings:
         if (self.kms_key_id or self.region_kms_key_ids) and not self.encrypt_boot:
             raise ValueError("a KMS key is given but encrypt_boot is not true")
+        if self.encrypt_boot and (self.ami_users or self.ami_org_arns) and not self.kms_key_id:
+            raise ValueError(
+                "sharing an encrypted AMI needs kms_key_id (AMIs encrypted with the default "
+                "key cannot be shared)"
+            )
         missing = sorted(set(self.region_kms_key_ids) - set(self.ami_regions))
         if missing:
             raise ValueError(
@@ -365,11 +370,11 @@ class Config(_Model):
     @property
     def packer_path(self) -> Path:
         """The folder of Packer templates and the scripts they run."""
-        return self.root / self.packer_dir
+        return (self.root / self.packer_dir).resolve()
 
     @property
     def cookbooks_path(self) -> Path:
-        return self.root / self.cookbooks_dir
+        return (self.root / self.cookbooks_dir).resolve()
 
     @property
     def region(self) -> str:
@@ -482,4 +487,4 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
 def state_dir(config: Config) -> Path:
     """The state directory, absolute: history, locks, rendered templates, images, logs."""
     directory = config.state_dir
-    return directory if directory.is_absolute() else config.root / directory
+    return (directory if directory.is_absolute() else config.root / directory).resolve()

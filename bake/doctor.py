@@ -79,4 +79,19 @@ def run_checks(app: App) -> list[Check]:
         checks += _local_checks(app)
     else:
         checks += _aws_checks(app)
+    if any(image.has_step("chef") for image in app.config.images.values()):
+        checks += _cookbook_checks(app)
     return checks
+
+
+def _cookbook_checks(app: App) -> list[Check]:
+    from bake import cookbooks
+
+    ruby = _program("ruby", "ruby")
+    if not ruby.ok:
+        return [ruby]
+    try:
+        cookbooks.check_cookbooks(app.runner, app.config.cookbooks_path)
+    except BakeError as exc:
+        return [ruby, Check("cookbooks", False, exc.message, "fix the cookbooks named above")]
+    return [ruby, Check("cookbooks", True, f"{app.config.cookbooks_path} passes its checks")]

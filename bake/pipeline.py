@@ -18,6 +18,7 @@ from bake.stages.launch_template import LaunchTemplateStage
 from bake.stages.prepare import Prepare
 from bake.stages.register import Register
 from bake.stages.render import Render
+from bake.stages.retire import Retire
 from bake.stages.rollback import Rollback
 from bake.stages.shift import ShiftStage
 from bake.stages.verify import Verify
@@ -35,13 +36,14 @@ SEQUENCES: dict[str, list[str]] = {
     "swap": ["prepare", *SWAP],
     "bake-and-swap": ["render", "prepare", "build", "verify", "register", *SWAP],
     "rollback": ["prepare", "rollback"],
+    "retire": ["prepare", "retire"],
 }
 
 STAGES: dict[str, type[Stage]] = {
     stage.name: stage
     for stage in (
         Render, Prepare, Build, Verify, Register, LaunchTemplateStage, GreenAsgStage, ShiftStage,
-        Rollback,
+        Rollback, Retire,
     )
 }
 
@@ -50,7 +52,8 @@ def lock_names(ctx: RunContext, command: str) -> list[str]:
     names = []
     if ctx.service is not None:
         names.append(f"service-{ctx.service.name}")
-    if ctx.image is not None and any(stage in BAKE for stage in SEQUENCES[command]):
+    bakes = any(stage in BAKE for stage in SEQUENCES[command])
+    if ctx.image is not None and (ctx.service is None or bakes):
         names.append(f"image-{ctx.image.name}")
     return names
 

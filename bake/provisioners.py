@@ -44,7 +44,8 @@ class StepContext:
     render_dir: Path
 
 
-def _shell(step: str, context: StepContext, script: Path, env: dict[str, str]) -> Block:
+def shell_block(step: str, context: StepContext, script: Path, env: dict[str, str]) -> Block:
+    """A `shell` block running `script` with `env`, as the target runs scripts."""
     if not script.is_file():
         raise ConfigError(f"images.{context.image.name}.steps: script {script} does not exist")
     settings: dict[str, Any] = {"script": str(script)}
@@ -64,11 +65,11 @@ def patch(step: Step, context: StepContext) -> list[Block]:
         "BAKE_MIRROR": str(step.options.get("mirror", context.mirror)),
         "BAKE_SECURITY_MIRROR": str(step.options.get("security_mirror", context.security_mirror)),
     }
-    return [_shell("patch", context, context.scripts / "patch.sh", env)]
+    return [shell_block("patch", context, context.scripts / "patch.sh", env)]
 
 
 def harden(step: Step, context: StepContext) -> list[Block]:
-    return [_shell("harden", context, context.scripts / "harden.sh", {})]
+    return [shell_block("harden", context, context.scripts / "harden.sh", {})]
 
 
 def lineage(step: Step, context: StepContext) -> list[Block]:
@@ -78,7 +79,7 @@ def lineage(step: Step, context: StepContext) -> list[Block]:
         "BAKE_SOURCE_AMI": Expr("var.source_ami"),
         "BAKE_RUN_ID": Expr("var.run_id"),
     }
-    return [_shell("lineage", context, context.scripts / "lineage.sh", env)]
+    return [shell_block("lineage", context, context.scripts / "lineage.sh", env)]
 
 
 def shell(step: Step, context: StepContext) -> list[Block]:
@@ -88,11 +89,11 @@ def shell(step: Step, context: StepContext) -> list[Block]:
             f"images.{context.image.name}.steps: a shell step needs script = \"path/to/script.sh\""
         )
     env = {str(k): str(v) for k, v in (step.options.get("environment") or {}).items()}
-    return [_shell("shell", context, context.config.root / script, env)]
+    return [shell_block("shell", context, context.config.root / script, env)]
 
 
 def seal(step: Step, context: StepContext) -> list[Block]:
-    return [_shell("seal", context, context.scripts / "seal.sh", {})]
+    return [shell_block("seal", context, context.scripts / "seal.sh", {})]
 
 
 def _chef(step: Step, context: StepContext) -> list[Block]:

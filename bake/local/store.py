@@ -81,3 +81,11 @@ class ImageStore:
     def sha_for_ami(self, ami: str) -> str | None:
         record = self.history.artifact_for_ami(ami)
         return record["sha256"] if record else None
+
+    def remove(self, sha: str) -> None:
+        """Delete a disk whose AMI was retired; its history record stays, without an AMI."""
+        target = self._location(sha)
+        if target.is_file():
+            target.chmod(0o644)
+            target.unlink()
+        self.history.set_artifact_ami(sha, "")

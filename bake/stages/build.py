@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bake import packer
+from bake import chef, packer
 from bake.config import ImageConfig
 from bake.console import Progress, duration
 from bake.context import RunContext
@@ -51,6 +51,12 @@ class Build(Stage):
         rendered = ctx.outputs.get("rendered") or render_image(ctx, image)
         source = ctx.target.resolve_base(image)
         ctx.outputs["source"] = source
+        previous = ctx.history.newest_verified(image.name)
+        if previous and previous["source_ami"] != source.ami:
+            ctx.console.line(
+                f"    base rotated: {image.name} was last verified on {previous['source_ami']}, "
+                f"its base is now {source.ami}"
+            )
         digest = build_digest(
             rendered, source, image, ctx.target.name, datetime.now(UTC).date().isoformat()
         )
@@ -84,6 +90,8 @@ class Build(Stage):
             "manifest_path": str(manifest_path),
             **ctx.target.build_variables(self.work),
         }
+        if package := chef.s3_package_url(image):
+            variables["chef_package_url"] = ctx.target.chef_package_url(package)
         argv = ["packer", "build", "-machine-readable", "-color=false"]
         for name, value in sorted(variables.items()):
             argv += ["-var", f"{name}={value}"]

@@ -157,6 +157,9 @@ class AwsTarget:
             raise BakeError(f"build {built.digest[:12]} of {built.image} made no AMI")
         return built.ami
 
+    def discard(self, ami: str) -> None:
+        """Nothing is kept outside AWS for an AMI."""
+
     @contextmanager
     def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:
         image = ctx.require_image()

@@ -95,6 +95,12 @@ class Target(Protocol):
     def packer_environment(self) -> dict[str, str]:
         """Environment variables Packer needs on this target."""
 
+    def chef_package_url(self, url: str) -> str:
+        """An address the build machine can download an `s3://` Chef package from."""
+
+    def discard(self, ami: str) -> None:
+        """Forget what the target keeps for a retired AMI (the local target's disk)."""
+
     def machine(self, ctx: RunContext, built: Built) -> AbstractContextManager[SshHost]:
         """A fresh machine booted from the build (never the build machine), shut down on exit."""
 

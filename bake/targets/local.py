@@ -95,6 +95,12 @@ class LocalTarget:
     def build_variables(self, work: Path) -> dict[str, str]:
         return {"output_directory": str(work / "output")}
 
+    def chef_package_url(self, url: str) -> str:
+        raise InputError(
+            f"{url}: an s3:// Chef package can only be fetched on the aws target",
+            hint="use an https:// url or method = \"omnitruck\" locally",
+        )
+
     def packer_environment(self) -> dict[str, str]:
         return {"PACKER_CACHE_DIR": str(self.state.root / "work" / "packer_cache")}
 
@@ -189,6 +195,12 @@ class LocalTarget:
         if not built.artifact:
             raise BakeError(f"build {built.digest[:12]} of {built.image} has no local disk")
         return self._ami_for(built.artifact, built.image, {"bake:image": built.image})
+
+    def discard(self, ami: str) -> None:
+        """A retired AMI's disk leaves the image store."""
+        sha256 = self.store.sha_for_ami(ami)
+        if sha256:
+            self.store.remove(sha256)
 
     @contextmanager
     def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:

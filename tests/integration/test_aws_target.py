@@ -226,3 +226,31 @@ def test_ctrl_c_while_waiting_for_ssh_removes_the_instance_key_and_group(
     created = {resource["kind"] for resource in run["resources"]}
     assert created == {"key-pair", "security-group", "instance"}
     assert remaining(cloud, run["run_id"]) == {"instances": [], "security-groups": [], "key-pairs": []}
+
+
+def test_sharing_an_encrypted_ami_needs_its_own_key(tmp_path: Path) -> None:
+    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
+    raw["images"]["base"]["aws"] = {"encrypt_boot": True, "ami_users": ["111122223333"]}
+    with pytest.raises(config_module.ConfigError, match="sharing an encrypted AMI needs kms_key_id"):
+        config_module.from_dict(raw, tmp_path / "bake.toml")
+
+
+@pytest.mark.packer
+def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BAKE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    app = App(REPO / "examples" / "aws.bake.toml", console=Console(quiet=True),
+              runner=FakeRunner(real=frozenset({"packer", "ruby"})))
+    for name in ("base", "web"):
+        ctx = app.context(image=name)
+        text = render_image(ctx, ctx.require_image()).path.read_text()
+        assert 'encrypt_boot = true' in text and 'kms_key_id   = "alias/golden-images"' in text
+    assert 'region_kms_key_ids = { "eu-central-1" = ' in (
+        app.state.rendered("base", "aws").read_text())
+    web = app.state.rendered("web", "aws").read_text()
+    assert "chef-install.sh" in web and "chef-converge.sh" in web
+    assert sorted(p.name for p in (app.state.rendered("web", "aws").parent / "chef" / "cookbooks")
+                  .iterdir()) == ["golden_base", "golden_web"]
+    validated = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
+    assert len(validated) == 2
