@@ -52,7 +52,6 @@ node_name 'bake-{image}'
 """
 
 
-
 @dataclass(frozen=True)
 class Client:
     """How the build machine gets its Chef client."""

@@ -31,7 +31,11 @@ def json_flag(command: Any) -> Any:
             ctx.ensure_object(App).json_output = True
 
     return click.option(
-        "--json", "json_after", is_flag=True, expose_value=False, callback=set_json,
+        "--json",
+        "json_after",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
         help="Print the result as JSON.",
     )(command)
 
@@ -44,8 +48,12 @@ def emit(app: App, result: Any, human: str) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="The config file (default: bake.toml, or $BAKE_CONFIG).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The config file (default: bake.toml, or $BAKE_CONFIG).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="goldenbake")
@@ -70,13 +78,20 @@ def _image_command(command: str, summary: str, *extra_options: Any) -> None:
 
 _image_command("render", "Render IMAGE's Packer template and validate it.")
 _image_command(
-    "build", "Render and build IMAGE with Packer (reused when its inputs were built already).",
+    "build",
+    "Render and build IMAGE with Packer (reused when its inputs were built already).",
     click.option("--rebuild", is_flag=True, default=None, help="Build even if reusable."),
 )
 _image_command(
-    "verify", "Boot a fresh machine from IMAGE's newest build and run its testinfra suites.",
-    click.option("--again", "reverify", is_flag=True, default=None,
-                 help="Verify even if these suites passed on this build before."),
+    "verify",
+    "Boot a fresh machine from IMAGE's newest build and run its testinfra suites.",
+    click.option(
+        "--again",
+        "reverify",
+        is_flag=True,
+        default=None,
+        help="Verify even if these suites passed on this build before.",
+    ),
 )
 _image_command("register", "Tag IMAGE's newest verified build and publish it as the latest.")
 
@@ -89,11 +104,17 @@ _image_command("register", "Tag IMAGE's newest verified build and publish it as 
 def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
     """Bake SERVICE's image, verify, register, and roll it out blue/green."""
     result = app.run(
-        "bake-and-swap", service=service,
-        rebuild=rebuild or None, reverify=rebuild or None,
+        "bake-and-swap",
+        service=service,
+        rebuild=rebuild or None,
+        reverify=rebuild or None,
     )
-    emit(app, result, f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
-                      f"(run {result['run_id']})")
+    emit(
+        app,
+        result,
+        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
+        f"(run {result['run_id']})",
+    )
 
 
 @cli.command()
@@ -104,8 +125,12 @@ def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
 def swap(app: App, service: str, ami: str | None) -> None:
     """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
     result = app.run("swap", service=service, ami=ami)
-    emit(app, result, f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
-                      f"(run {result['run_id']})")
+    emit(
+        app,
+        result,
+        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
+        f"(run {result['run_id']})",
+    )
 
 
 @cli.command()
@@ -125,7 +150,6 @@ def rollback(app: App, service: str) -> None:
 def status(app: App, service: str) -> None:
     """Show which colour of SERVICE is live, on which AMI, and its standby."""
     from bake import bluegreen
-
     from bake import plan as plan_module
 
     service_config = app.config.service(service)
@@ -200,8 +224,10 @@ def history(app: App, limit: int) -> None:
     lines = []
     for run in runs:
         took = duration(run["seconds"]) if run["seconds"] is not None else "-"
-        lines.append(f"{run['run_id']}  {run['command']:<13} {run['subject']:<10} "
-                     f"{run['status']:<11} {took:>7}  {run['ami'] or ''}")
+        lines.append(
+            f"{run['run_id']}  {run['command']:<13} {run['subject']:<10} "
+            f"{run['status']:<11} {took:>7}  {run['ami'] or ''}"
+        )
         for stage in run["stages"]:
             seconds = duration(stage["seconds"]) if stage["seconds"] is not None else "-"
             lines.append(f"    {stage['name']:<16} {stage['status']:<10} {seconds:>7}")
@@ -233,7 +259,11 @@ def local_down(app: App) -> None:
     from bake.local import cloud
 
     stopped = cloud.down(app.state)
-    emit(app, {"stopped": stopped}, "local cloud stopped" if stopped else "local cloud was not running")
+    emit(
+        app,
+        {"stopped": stopped},
+        "local cloud stopped" if stopped else "local cloud was not running",
+    )
 
 
 @local.command("status")
@@ -244,8 +274,11 @@ def local_status(app: App) -> None:
     from bake.local import cloud
 
     info = cloud.status(app.state)
-    human = (f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"
-             if info["running"] else "local cloud not running")
+    human = (
+        f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"
+        if info["running"]
+        else "local cloud not running"
+    )
     emit(app, info, human)
 
 
@@ -255,8 +288,11 @@ def local_status(app: App) -> None:
 def doctor(app: App) -> None:
     """Check what the toolkit needs on this machine and say how to install what is missing."""
     checks = doctor_module.run_checks(app)
-    lines = [f"{'ok ' if check.ok else 'MISSING'} {check.name}: {check.detail}"
-             + ("" if check.ok or not check.fix else f"  -> {check.fix}") for check in checks]
+    lines = [
+        f"{'ok ' if check.ok else 'MISSING'} {check.name}: {check.detail}"
+        + ("" if check.ok or not check.fix else f"  -> {check.fix}")
+        for check in checks
+    ]
     emit(app, [check.__dict__ for check in checks], "\n".join(lines))
     if not all(check.ok for check in checks if check.required):
         raise SystemExit(1)
@@ -290,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: say so in one line unless debugging
         if debug:
             traceback.print_exc()
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
-                   "(run with --debug for the traceback)", err=True)
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            err=True,
+        )
         return 1
     return 0
 

@@ -40,7 +40,7 @@ def _seconds(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"'{value}' is not a duration (write 90, \"90s\", \"10m\" or \"1h\")")
+            raise ValueError(f'\'{value}\' is not a duration (write 90, "90s", "10m" or "1h")')
         return int(match.group(1)) * _UNITS[match.group(2)]
     return value
 
@@ -82,19 +82,19 @@ def _parse_base(raw: Any) -> BaseSpec:
         if sep and kind in ("debian", "image", "ssm") and value:
             return BaseSpec(kind=kind, value=value)
         raise ValueError(
-            f"'{raw}' is not a base (write \"debian:bookworm\", \"image:NAME\", "
-            "\"ssm:/parameter/name\", an AMI id, or a table { filter = {...} })"
+            f'\'{raw}\' is not a base (write "debian:bookworm", "image:NAME", '
+            '"ssm:/parameter/name", an AMI id, or a table { filter = {...} })'
         )
     if isinstance(raw, dict) and len(raw) == 1:
         ((kind, value),) = raw.items()
         if kind == "filter":
             if not isinstance(value, dict) or not value.get("name"):
-                raise ValueError("a base filter needs at least name = \"pattern\"")
+                raise ValueError('a base filter needs at least name = "pattern"')
             return BaseSpec(kind="filter", filter=value)
         if kind in ("debian", "image", "ssm", "ami") and isinstance(value, str) and value:
             return BaseSpec(kind=kind, value=value)
     raise ValueError(
-        "a base is a string such as \"image:base\" or a table with one of "
+        'a base is a string such as "image:base" or a table with one of '
         "debian, image, ssm, ami, filter"
     )
 
@@ -126,7 +126,7 @@ def _parse_step(raw: Any) -> Step:
         if not isinstance(options, dict):
             raise ValueError(f"step '{kind}' takes a table of options")
     else:
-        raise ValueError("a step is a name such as \"patch\" or a table such as { shell = \"x.sh\" }")
+        raise ValueError('a step is a name such as "patch" or a table such as { shell = "x.sh" }')
     if kind not in STEP_KINDS:
         raise ValueError(f"unknown step '{kind}' (known steps: {', '.join(STEP_KINDS)})")
     return Step(kind=kind, options=options)
@@ -271,7 +271,9 @@ class Capacity(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> Capacity:
         if not self.min <= self.desired <= self.max:
-            raise ValueError(f"needs min <= desired <= max, got {self.min}, {self.desired}, {self.max}")
+            raise ValueError(
+                f"needs min <= desired <= max, got {self.min}, {self.desired}, {self.max}"
+            )
         return self
 
 
@@ -391,7 +393,9 @@ class Config(_Model):
     def service(self, name: str) -> ServiceConfig:
         if name not in self.services:
             known = ", ".join(sorted(self.services)) or "none configured"
-            raise ConfigError(f"unknown service '{name}' in {self.path}", hint=f"known services: {known}")
+            raise ConfigError(
+                f"unknown service '{name}' in {self.path}", hint=f"known services: {known}"
+            )
         return self.services[name]
 
     @model_validator(mode="after")

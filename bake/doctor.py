@@ -30,13 +30,21 @@ def _program(name: str, package: str, required: bool = True) -> Check:
 
 def _packer(app: App) -> Check:
     if not shutil.which("packer"):
-        return Check("packer", False, "not found",
-                     f"{APT} packer (Debian) or install it from HashiCorp's apt repository")
+        return Check(
+            "packer",
+            False,
+            "not found",
+            f"{APT} packer (Debian) or install it from HashiCorp's apt repository",
+        )
     try:
         version = packer.detect_version(app.runner)
     except BakeError as exc:
         return Check("packer", False, exc.message, "reinstall packer")
-    plugins = " (plugins are installed by `packer init` at render)" if version.has_required_plugins else ""
+    plugins = (
+        " (plugins are installed by `packer init` at render)"
+        if version.has_required_plugins
+        else ""
+    )
     return Check("packer", True, f"{version}{plugins}")
 
 
@@ -52,10 +60,15 @@ def _local_checks(app: App) -> list[Check]:
     if checks[0].ok:
         probe = qemu.probe(app.runner, app.state.local)
         chosen = qemu.choose_accelerator(app.runner, app.state.local, app.config.local.accelerator)
-        checks.append(Check("accelerator", True, f"{chosen} (probe: {probe.accelerator}, {probe.reason})"))
+        checks.append(
+            Check("accelerator", True, f"{chosen} (probe: {probe.accelerator}, {probe.reason})")
+        )
     info = cloud.status(app.state)
-    detail = (f"running at {info['endpoint']}" if info["running"]
-              else "not running (commands start it when needed, or run `bake local up`)")
+    detail = (
+        f"running at {info['endpoint']}"
+        if info["running"]
+        else "not running (commands start it when needed, or run `bake local up`)"
+    )
     checks.append(Check("local cloud", True, detail, required=False))
     return checks
 
@@ -64,8 +77,14 @@ def _aws_checks(app: App) -> list[Check]:
     try:
         identity = app.target.cloud.client("sts").get_caller_identity()
     except Exception as exc:  # any credential or network problem is the finding itself
-        return [Check("aws credentials", False, str(exc).splitlines()[0],
-                      "configure credentials: AWS_PROFILE, environment variables or an instance role")]
+        return [
+            Check(
+                "aws credentials",
+                False,
+                str(exc).splitlines()[0],
+                "configure credentials: AWS_PROFILE, environment variables or an instance role",
+            )
+        ]
     return [Check("aws credentials", True, f"{identity['Arn']} in {app.config.region}")]
 
 

@@ -1,7 +1,7 @@
 """The toolkit's exceptions, in one place.
 
-Library code raises these; only the CLI prints them and chooses the exit code. Each error carries the
-exit code the CLI should use and an optional hint that says what would be right.
+Library code raises these; only the CLI prints them and chooses the exit code. Each error
+carries the exit code the CLI should use and an optional hint that says what would be right.
 """
 
 from __future__ import annotations

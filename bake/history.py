@@ -176,7 +176,8 @@ class History:
 
     def record_resource(self, run_id: str, stage: str, kind: str, resource_id: str) -> None:
         self._write(
-            "INSERT INTO resources (run_id, stage, kind, resource_id, created) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO resources (run_id, stage, kind, resource_id, created)"
+            " VALUES (?, ?, ?, ?, ?)",
             (run_id, stage, kind, resource_id, now()),
         )
 
@@ -281,8 +282,17 @@ class History:
             "INSERT INTO verifications"
             " (run_id, image, subject, suites_digest, passed, kernel, junit, summary, finished)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, image, subject, suites_digest, int(passed), kernel, str(junit or ""),
-             summary, now()),
+            (
+                run_id,
+                image,
+                subject,
+                suites_digest,
+                int(passed),
+                kernel,
+                str(junit or ""),
+                summary,
+                now(),
+            ),
         )
 
     def verification(self, subject: str, suites_digest: str) -> dict[str, Any] | None:

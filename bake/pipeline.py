@@ -42,8 +42,16 @@ SEQUENCES: dict[str, list[str]] = {
 STAGES: dict[str, type[Stage]] = {
     stage.name: stage
     for stage in (
-        Render, Prepare, Build, Verify, Register, LaunchTemplateStage, GreenAsgStage, ShiftStage,
-        Rollback, Retire,
+        Render,
+        Prepare,
+        Build,
+        Verify,
+        Register,
+        LaunchTemplateStage,
+        GreenAsgStage,
+        ShiftStage,
+        Rollback,
+        Retire,
     )
 }
 
@@ -79,8 +87,13 @@ def execute(ctx: RunContext, command: str) -> dict[str, Any]:
         raise
     finally:
         ctx.history.finish_run(ctx.run_id, status, error)
-    return {"run_id": ctx.run_id, "command": command, "subject": subject, "status": status,
-            **{key: value for key, value in ctx.outputs.items() if _plain(value)}}
+    return {
+        "run_id": ctx.run_id,
+        "command": command,
+        "subject": subject,
+        "status": status,
+        **{key: value for key, value in ctx.outputs.items() if _plain(value)},
+    }
 
 
 def _plain(value: Any) -> bool:

@@ -86,7 +86,7 @@ def shell(step: Step, context: StepContext) -> list[Block]:
     script = step.options.get("script")
     if not isinstance(script, str):
         raise ConfigError(
-            f"images.{context.image.name}.steps: a shell step needs script = \"path/to/script.sh\""
+            f'images.{context.image.name}.steps: a shell step needs script = "path/to/script.sh"'
         )
     env = {str(k): str(v) for k, v in (step.options.get("environment") or {}).items()}
     return [shell_block("shell", context, context.config.root / script, env)]

@@ -26,8 +26,11 @@ class Decision:
 
 def _template_image(cloud: Cloud, template: dict[str, Any]) -> str | None:
     ec2 = cloud.client("ec2")
-    key = ({"LaunchTemplateId": template["LaunchTemplateId"]} if template.get("LaunchTemplateId")
-           else {"LaunchTemplateName": template["LaunchTemplateName"]})
+    key = (
+        {"LaunchTemplateId": template["LaunchTemplateId"]}
+        if template.get("LaunchTemplateId")
+        else {"LaunchTemplateName": template["LaunchTemplateName"]}
+    )
     versions = ec2.describe_launch_template_versions(
         **key, Versions=[str(template.get("Version") or "$Default")]
     )["LaunchTemplateVersions"]
@@ -41,11 +44,13 @@ def amis_in_use(cloud: Cloud) -> dict[str, str]:
     for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate():
         for group in page["AutoScalingGroups"]:
             template = group.get("LaunchTemplate") or group.get("MixedInstancesPolicy", {}).get(
-                "LaunchTemplate", {}).get("LaunchTemplateSpecification")
+                "LaunchTemplate", {}
+            ).get("LaunchTemplateSpecification")
             ami = None
             if template:
                 ami = _template_image(cloud, template)
-                where = f"{group['AutoScalingGroupName']} (launch template version {template.get('Version')})"
+                version = template.get("Version")
+                where = f"{group['AutoScalingGroupName']} (launch template version {version})"
             elif group.get("LaunchConfigurationName"):
                 configs = autoscaling.describe_launch_configurations(
                     LaunchConfigurationNames=[group["LaunchConfigurationName"]]
@@ -79,11 +84,26 @@ def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
         elif verified == "true":
             keep_it, reason = False, f"older than the newest {keep} verified"
         else:
-            keep_it, reason = False, "failed verification" if verified == "false" else "never verified"
-        snapshots = [m["Ebs"]["SnapshotId"] for m in ami.get("BlockDeviceMappings", [])
-                     if m.get("Ebs", {}).get("SnapshotId")]
-        decisions.append(Decision(ami["ImageId"], ami.get("Name", ""), ami.get("CreationDate", ""),
-                                  verified, keep_it, reason, snapshots))
+            keep_it, reason = (
+                False,
+                "failed verification" if verified == "false" else "never verified",
+            )
+        snapshots = [
+            m["Ebs"]["SnapshotId"]
+            for m in ami.get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")
+        ]
+        decisions.append(
+            Decision(
+                ami["ImageId"],
+                ami.get("Name", ""),
+                ami.get("CreationDate", ""),
+                verified,
+                keep_it,
+                reason,
+                snapshots,
+            )
+        )
     return decisions
 
 

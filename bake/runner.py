@@ -6,6 +6,7 @@ cancellation are written once, and tests can watch or replace every command in o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -66,10 +67,8 @@ class Process:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -156,6 +155,7 @@ class Runner:
         timed_out = threading.Event()
         timer = None
         if timeout:
+
             def expire() -> None:
                 timed_out.set()
                 _signal_group(popen.pid, signal.SIGTERM)

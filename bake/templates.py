@@ -90,7 +90,9 @@ def render(
 
 def parse(text: str, where: Path) -> dict[str, Any]:
     try:
-        return hcl2.loads(text, serialization_options=SerializationOptions(strip_string_quotes=True))
+        return hcl2.loads(
+            text, serialization_options=SerializationOptions(strip_string_quotes=True)
+        )
     except Exception as exc:  # python-hcl2 raises lark errors of several kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{where}: rendered template is not valid HCL2: {first}") from None
@@ -101,11 +103,13 @@ def check_structure(
 ) -> None:
     """The rendered template has the blocks a build relies on; say which one is missing."""
     sources = [
-        (kind, name) for source in parsed.get("source", []) for kind, named in source.items()
+        (kind, name)
+        for source in parsed.get("source", [])
+        for kind, named in source.items()
         for name in named
     ]
     if (builder, image_name) not in sources:
-        raise InputError(f"{where}: no source \"{builder}\" \"{image_name}\" (found {sources})")
+        raise InputError(f'{where}: no source "{builder}" "{image_name}" (found {sources})')
     builds = parsed.get("build", [])
     if len(builds) != 1:
         raise InputError(f"{where}: expected exactly one build block, found {len(builds)}")
@@ -115,7 +119,8 @@ def check_structure(
     provisioners = build.get("provisioner", [])
     if len(provisioners) != steps:
         raise InputError(
-            f"{where}: expected {steps} provisioners from the image's steps, found {len(provisioners)}"
+            f"{where}: expected {steps} provisioners from the image's steps, "
+            f"found {len(provisioners)}"
         )
     post = [kind for block in build.get("post-processor", []) for kind in block]
     if "manifest" not in post:

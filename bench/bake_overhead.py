@@ -30,7 +30,11 @@ def bake(config: Path, state: Path, *args: str) -> subprocess.CompletedProcess[s
     env = {**os.environ, "BAKE_STATE_DIR": str(state)}
     return subprocess.run(
         [sys.executable, "-m", "bake", "--config", str(config), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
     )
 
 
@@ -47,8 +51,11 @@ def plain_packer_build(config: Path, state: Path, image: str) -> float:
     template = app.state.rendered(image, app.target.name)
     with tempfile.TemporaryDirectory(dir=app.state.root / "work") as work:
         variables = {
-            **source.variables, "source_ami": source.ami, "build_digest": "bench",
-            "run_id": "bench", "manifest_path": f"{work}/manifest.json",
+            **source.variables,
+            "source_ami": source.ami,
+            "build_digest": "bench",
+            "run_id": "bench",
+            "manifest_path": f"{work}/manifest.json",
             **app.target.build_variables(Path(work)),
         }
         argv = ["packer", "build", "-machine-readable", "-color=false"]
@@ -56,8 +63,14 @@ def plain_packer_build(config: Path, state: Path, image: str) -> float:
             argv += ["-var", f"{name}={value}"]
         env = {**os.environ, "CHECKPOINT_DISABLE": "1", **app.target.packer_environment()}
         started = time.monotonic()
-        subprocess.run([*argv, str(template)], cwd=work, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [*argv, str(template)],
+            cwd=work,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         return time.monotonic() - started
 
 
@@ -77,8 +90,9 @@ def main() -> int:
     print(f"warm-up (local cloud, base disk cached or built): {time.monotonic() - started:.1f}s")
 
     started = time.monotonic()
-    result = json.loads(bake(config, state, "--json", "bake-and-swap", args.service,
-                             "--rebuild").stdout)
+    result = json.loads(
+        bake(config, state, "--json", "bake-and-swap", args.service, "--rebuild").stdout
+    )
     total = time.monotonic() - started
     runs = json.loads(bake(config, state, "--json", "history", "--limit", "5").stdout)
     run = next(run for run in runs if run["run_id"] == result["run_id"])
@@ -89,16 +103,22 @@ def main() -> int:
     packer_seconds = plain_packer_build(config, state, image)
     bake_seconds = stages["render"] + stages["prepare"] + stages["build"]
 
-    print(f"\nbake-and-swap {args.service} --rebuild: {total:.1f}s wall clock (run {run['run_id']})")
+    print(
+        f"\nbake-and-swap {args.service} --rebuild: {total:.1f}s wall clock (run {run['run_id']})"
+    )
     for name, seconds in stages.items():
         print(f"  {name:<16} {seconds:8.1f}s")
     print(f"\nplain packer build of the same template: {packer_seconds:8.1f}s")
-    print(f"build stage:                              {stages['build']:8.1f}s "
-          f"(overhead {stages['build'] - packer_seconds:+.1f}s, "
-          f"{(stages['build'] / packer_seconds - 1) * 100:+.1f}%)")
-    print(f"render + prepare + build:                 {bake_seconds:8.1f}s "
-          f"(overhead {bake_seconds - packer_seconds:+.1f}s, "
-          f"{(bake_seconds / packer_seconds - 1) * 100:+.1f}%)")
+    print(
+        f"build stage:                              {stages['build']:8.1f}s "
+        f"(overhead {stages['build'] - packer_seconds:+.1f}s, "
+        f"{(stages['build'] / packer_seconds - 1) * 100:+.1f}%)"
+    )
+    print(
+        f"render + prepare + build:                 {bake_seconds:8.1f}s "
+        f"(overhead {bake_seconds - packer_seconds:+.1f}s, "
+        f"{(bake_seconds / packer_seconds - 1) * 100:+.1f}%)"
+    )
     print("verify, register and the swap are work plain Packer does not do; they are listed above.")
     return 0
 

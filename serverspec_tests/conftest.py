@@ -19,8 +19,11 @@ class Expected:
 @pytest.fixture(scope="session")
 def expected() -> Expected:
     """The lineage the verify stage expects this machine's image to carry."""
-    missing = [name for name in ("BAKE_EXPECT_IMAGE", "BAKE_EXPECT_DIGEST", "BAKE_EXPECT_SOURCE_AMI")
-               if not os.environ.get(name)]
+    missing = [
+        name
+        for name in ("BAKE_EXPECT_IMAGE", "BAKE_EXPECT_DIGEST", "BAKE_EXPECT_SOURCE_AMI")
+        if not os.environ.get(name)
+    ]
     if missing:
         pytest.fail(f"run these suites through `bake verify`: {', '.join(missing)} not set")
     return Expected(

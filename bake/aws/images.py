@@ -117,7 +117,10 @@ def resolve(cloud: Any, spec: BaseSpec, where: str) -> str:
 
 
 def _newest_matching(cloud: Any, spec: dict[str, Any], where: str) -> str:
-    filters = [{"Name": "name", "Values": [spec["name"]]}, {"Name": "state", "Values": ["available"]}]
+    filters = [
+        {"Name": "name", "Values": [spec["name"]]},
+        {"Name": "state", "Values": ["available"]},
+    ]
     if spec.get("architecture"):
         filters.append({"Name": "architecture", "Values": [spec["architecture"]]})
     request: dict[str, Any] = {"Filters": filters}

@@ -53,8 +53,11 @@ def _vpc_of(cloud: Cloud, subnet_id: str | None) -> str:
 
 
 def _tags(kind: str, spec: Throwaway, name: str) -> list[dict[str, Any]]:
-    tags = [{"Key": "Name", "Value": name}, {"Key": "bake:run-id", "Value": spec.run_id},
-            {"Key": "bake:purpose", "Value": f"verify {spec.image}"}]
+    tags = [
+        {"Key": "Name", "Value": name},
+        {"Key": "bake:run-id", "Value": spec.run_id},
+        {"Key": "bake:purpose", "Value": f"verify {spec.image}"},
+    ]
     return [{"ResourceType": kind, "Tags": tags}]
 
 
@@ -79,8 +82,9 @@ def throwaway(
     with ExitStack() as cleanup:
         work_dir.mkdir(parents=True, exist_ok=True)
         cleanup.callback(shutil.rmtree, work_dir, True)
-        key = ec2.create_key_pair(KeyName=name, KeyType="ed25519",
-                                  TagSpecifications=_tags("key-pair", spec, name))
+        key = ec2.create_key_pair(
+            KeyName=name, KeyType="ed25519", TagSpecifications=_tags("key-pair", spec, name)
+        )
         record("key-pair", name)
         cleanup.callback(ec2.delete_key_pair, KeyName=name)
         key_file = work_dir / "id_ed25519"
@@ -88,19 +92,32 @@ def throwaway(
         key_file.write_text(key["KeyMaterial"].rstrip("\n") + "\n", encoding="utf-8")
 
         group_id = ec2.create_security_group(
-            GroupName=name, Description=f"goldenbake: SSH to verify {spec.image}",
-            VpcId=_vpc_of(cloud, spec.subnet_id), TagSpecifications=_tags("security-group", spec, name),
+            GroupName=name,
+            Description=f"goldenbake: SSH to verify {spec.image}",
+            VpcId=_vpc_of(cloud, spec.subnet_id),
+            TagSpecifications=_tags("security-group", spec, name),
         )["GroupId"]
         record("security-group", group_id)
         cleanup.callback(ec2.delete_security_group, GroupId=group_id)
-        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-            "IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "goldenbake runner"}],
-        }])
+        ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "goldenbake runner"}],
+                }
+            ],
+        )
 
         request: dict[str, Any] = {
-            "ImageId": spec.ami, "InstanceType": spec.instance_type, "KeyName": name,
-            "MinCount": 1, "MaxCount": 1, "SecurityGroupIds": [group_id],
+            "ImageId": spec.ami,
+            "InstanceType": spec.instance_type,
+            "KeyName": name,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "TagSpecifications": _tags("instance", spec, name),
         }

@@ -13,7 +13,6 @@ from pathlib import Path
 from bake import chef, packer
 from bake.config import ImageConfig
 from bake.console import Progress, duration
-from bake.context import RunContext
 from bake.errors import CommandFailed, StageFailed
 from bake.stages.base import Outcome, Stage
 from bake.stages.render import Rendered, render_image
@@ -62,8 +61,9 @@ class Build(Stage):
         )
         if not ctx.options.get("rebuild"):
             for earlier in ctx.history.builds(image.name, digest):
-                built = Built(image.name, digest, earlier["source_ami"], earlier["artifact"],
-                              earlier["ami"])
+                built = Built(
+                    image.name, digest, earlier["source_ami"], earlier["artifact"], earlier["ami"]
+                )
                 if ctx.target.still_exists(built):
                     return Outcome.skipped(
                         f"inputs {digest[:12]} already built by run {earlier['run_id']}",
@@ -119,7 +119,8 @@ class Build(Stage):
         except CommandFailed:
             reason = errors[-1].splitlines()[0] if errors else "see the log"
             raise StageFailed(
-                "build", f"packer build failed after {duration(progress.elapsed)}: {reason}",
+                "build",
+                f"packer build failed after {duration(progress.elapsed)}: {reason}",
                 hint=f"full log: {log_path}",
             ) from None
         ctx.console.line(f"    packer build {image.name} finished in {duration(progress.elapsed)}")

@@ -21,7 +21,8 @@ class Register(Stage):
             check = ctx.history.verification(subject, suites_digest(suite_files(ctx)))
             if not check or not check["passed"]:
                 raise StageFailed(
-                    "register", f"the newest build of {image.name} has not passed its suites",
+                    "register",
+                    f"the newest build of {image.name} has not passed its suites",
                     hint=f"run bake verify {image.name}",
                 )
             kernel = check["kernel"]
@@ -29,8 +30,12 @@ class Register(Stage):
         ami = ctx.target.ensure_ami(built)
         ctx.history.set_build_ami(image.name, built.digest, ami)
         wanted = images.lineage_tags(
-            image=image.name, digest=built.digest, source_ami=built.source_ami,
-            verified=True, kernel=kernel or "", run_id=ctx.run_id,
+            image=image.name,
+            digest=built.digest,
+            source_ami=built.source_ami,
+            verified=True,
+            kernel=kernel or "",
+            run_id=ctx.run_id,
         )
         current = images.tags_of(images.describe(cloud, ami) or {})
         if images.published(cloud, image.name) == ami and current.get("bake:verified") == "true":
@@ -39,5 +44,7 @@ class Register(Stage):
         version = images.publish(cloud, image.name, ami)
         return Outcome.done(
             f"{ami} published as {images.parameter_name(image.name)} (version {version})",
-            ami=ami, parameter=images.parameter_name(image.name), parameter_version=version,
+            ami=ami,
+            parameter=images.parameter_name(image.name),
+            parameter_version=version,
         )

@@ -16,8 +16,11 @@ class Retire(Stage):
         decisions = retire.decide(ctx.target.cloud, image.name, keep)
         doomed = [decision for decision in decisions if not decision.keep]
         for decision in decisions:
-            verb = "keep" if decision.keep else ("would retire" if ctx.options.get("dry_run")
-                                                  else "retire")
+            verb = (
+                "keep"
+                if decision.keep
+                else ("would retire" if ctx.options.get("dry_run") else "retire")
+            )
             ctx.console.line(f"    {verb} {decision.ami} ({decision.created}): {decision.reason}")
         if not ctx.options.get("dry_run"):
             for decision in doomed:

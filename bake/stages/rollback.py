@@ -16,5 +16,6 @@ class Rollback(Stage):
         )
         return Outcome.done(
             f"{state.live.color} is live again on {state.live.ami}",
-            live_color=state.live.color, ami=state.live.ami,
+            live_color=state.live.color,
+            ami=state.live.ami,
         )

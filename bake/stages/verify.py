@@ -1,5 +1,8 @@
 """verify: boot a fresh machine from the built image (never the build machine), run the image's
-testinfra suites against it over SSH, write JUnit XML. A failure tags the AMI unverified and stops."""
+testinfra suites against it over SSH, write JUnit XML.
+
+A failure tags the AMI unverified and stops the run.
+"""
 
 from __future__ import annotations
 
@@ -79,8 +82,9 @@ def latest_build(ctx: RunContext) -> Built:
         built = Built(image.name, row["digest"], row["source_ami"], row["artifact"], row["ami"])
         if ctx.target.still_exists(built):
             return built
-    raise StageFailed(ctx.stage, f"image {image.name} has no build to use",
-                      hint=f"run bake build {image.name}")
+    raise StageFailed(
+        ctx.stage, f"image {image.name} has no build to use", hint=f"run bake build {image.name}"
+    )
 
 
 class Verify(Stage):
@@ -95,7 +99,9 @@ class Verify(Stage):
         if earlier and earlier["passed"] and not ctx.options.get("reverify"):
             return Outcome.skipped(
                 f"already passed these suites in run {earlier['run_id']}",
-                built=asdict(built), verified=True, kernel=earlier["kernel"],
+                built=asdict(built),
+                verified=True,
+                kernel=earlier["kernel"],
                 junit=earlier["junit"],
             )
         junit = ctx.state.run_dir(ctx.run_id) / f"verify-{image.name}.xml"
@@ -104,18 +110,30 @@ class Verify(Stage):
             kernel = ssh.run(ctx.runner, host, "uname -r", timeout=60).stdout.strip()
         report = read_junit(junit)
         ctx.history.record_verification(
-            ctx.run_id, image.name, subject, digest, report.passed, kernel, junit, report.summary(),
+            ctx.run_id,
+            image.name,
+            subject,
+            digest,
+            report.passed,
+            kernel,
+            junit,
+            report.summary(),
         )
         if not report.passed:
             self._tag_unverified(built, kernel)
             failed = ", ".join(report.failed[:3]) + (" ..." if len(report.failed) > 3 else "")
             raise StageFailed(
-                "verify", f"{report.summary()} ({failed}); the image is tagged bake:verified=false "
-                "and nothing was published", hint=f"JUnit report: {junit}",
+                "verify",
+                f"{report.summary()} ({failed}); the image is tagged bake:verified=false "
+                "and nothing was published",
+                hint=f"JUnit report: {junit}",
             )
         return Outcome.done(
             f"{report.summary()} on kernel {kernel}",
-            built=asdict(built), verified=True, kernel=kernel, junit=str(junit),
+            built=asdict(built),
+            verified=True,
+            kernel=kernel,
+            junit=str(junit),
         )
 
     def _run_suites(self, host, built: Built, junit: Path) -> None:  # noqa: ANN001
@@ -125,9 +143,21 @@ class Verify(Stage):
         paths = [str(p if p.is_absolute() else ctx.config.root / p) for p in image.verify]
         ctx.console.line(f"    running {len(paths)} suite(s) on {host.host}:{host.port}")
         ctx.runner.run(
-            [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(ctx.config.root),
-             "-p", "no:cacheprovider", "-q", f"--hosts={host.testinfra_url()}",
-             f"--junitxml={junit}", *paths],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-c",
+                str(ini),
+                "--rootdir",
+                str(ctx.config.root),
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                f"--hosts={host.testinfra_url()}",
+                f"--junitxml={junit}",
+                *paths,
+            ],
             check=False,
             timeout=image.verify_timeout,
             cwd=ctx.config.root,
@@ -143,7 +173,15 @@ class Verify(Stage):
         ctx = self.ctx
         ami = ctx.target.ensure_ami(built)
         ctx.history.set_run_ami(ctx.run_id, ami)
-        images.tag(ctx.target.cloud, ami, images.lineage_tags(
-            image=built.image, digest=built.digest, source_ami=built.source_ami,
-            verified=False, kernel=kernel, run_id=ctx.run_id,
-        ))
+        images.tag(
+            ctx.target.cloud,
+            ami,
+            images.lineage_tags(
+                image=built.image,
+                digest=built.digest,
+                source_ami=built.source_ami,
+                verified=False,
+                kernel=kernel,
+                run_id=ctx.run_id,
+            ),
+        )

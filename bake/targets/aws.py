@@ -90,8 +90,10 @@ class AwsTarget:
         return {"ssh_cidr": self.ssh_cidr}
 
     def packer_environment(self) -> dict[str, str]:
-        environment = {"AWS_REGION": self.settings.region,
-                       "AWS_DEFAULT_REGION": self.settings.region}
+        environment = {
+            "AWS_REGION": self.settings.region,
+            "AWS_DEFAULT_REGION": self.settings.region,
+        }
         credentials = self.cloud.session.get_credentials()
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()
@@ -105,7 +107,8 @@ class AwsTarget:
         """An HTTPS address a build machine can fetch an `s3://` package from, for an hour."""
         parsed = urlparse(url)
         return self.cloud.client("s3").generate_presigned_url(
-            "get_object", Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
+            "get_object",
+            Params={"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")},
             ExpiresIn=3600,
         )
 
@@ -143,7 +146,9 @@ class AwsTarget:
         last = manifest.get("last_run_uuid")
         build = ([b for b in builds if b.get("packer_run_uuid") == last] or builds or [{}])[-1]
         amis = dict(
-            entry.split(":", 1) for entry in (build.get("artifact_id") or "").split(",") if ":" in entry
+            entry.split(":", 1)
+            for entry in (build.get("artifact_id") or "").split(",")
+            if ":" in entry
         )
         if self.settings.region not in amis:
             raise BakeError(f"packer's manifest names no AMI in {self.settings.region}: {amis}")
@@ -175,8 +180,13 @@ class AwsTarget:
         )
         work = self.state.work_dir(f"verify-{image.name}-{ctx.run_id}")
         with throwaway(self.cloud, spec, work, ctx.record_resource) as launched:
-            host = SshHost(launched.address, 22, self.settings.ssh_username, launched.key_file,
-                           ssh.write_ssh_config(self.state.ssh))
+            host = SshHost(
+                launched.address,
+                22,
+                self.settings.ssh_username,
+                launched.key_file,
+                ssh.write_ssh_config(self.state.ssh),
+            )
             self.console.line(f"    {launched.instance_id} at {launched.address}: waiting for SSH")
             ssh.wait_for_ssh(self.runner, host, timeout=self.settings.boot_timeout)
             yield host

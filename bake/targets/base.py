@@ -64,9 +64,7 @@ class Target(Protocol):
     def template(self) -> str:
         """The Jinja2 template in packer/ that builds images on this target."""
 
-    def template_context(
-        self, image: ImageConfig, packer_version: PackerVersion
-    ) -> dict[str, Any]:
+    def template_context(self, image: ImageConfig, packer_version: PackerVersion) -> dict[str, Any]:
         """Values for rendering the template; no cloud call and no VM here."""
 
     def prepare(self) -> None:
@@ -76,8 +74,9 @@ class Target(Protocol):
     def resolve_base(self, image: ImageConfig) -> SourceImage:
         """The AMI this image's build starts from, resolved once per run."""
 
-    def collect(self, manifest: dict[str, Any], image: ImageConfig, digest: str,
-                source: SourceImage) -> Built:
+    def collect(
+        self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    ) -> Built:
         """Take the artifact out of Packer's manifest and keep it."""
 
     def still_exists(self, built: Built) -> bool:
@@ -103,4 +102,3 @@ class Target(Protocol):
 
     def machine(self, ctx: RunContext, built: Built) -> AbstractContextManager[SshHost]:
         """A fresh machine booted from the build (never the build machine), shut down on exit."""
-

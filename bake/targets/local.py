@@ -48,7 +48,9 @@ class LocalTarget:
     @property
     def cloud(self) -> Cloud:
         if self._cloud is None:
-            running = local_cloud.up(self.runner, self.state, self.settings.region, self.settings.port)
+            running = local_cloud.up(
+                self.runner, self.state, self.settings.region, self.settings.port
+            )
             self._cloud = running.cloud()
         return self._cloud
 
@@ -98,7 +100,7 @@ class LocalTarget:
     def chef_package_url(self, url: str) -> str:
         raise InputError(
             f"{url}: an s3:// Chef package can only be fetched on the aws target",
-            hint="use an https:// url or method = \"omnitruck\" locally",
+            hint='use an https:// url or method = "omnitruck" locally',
         )
 
     def packer_environment(self) -> dict[str, str]:
@@ -112,7 +114,9 @@ class LocalTarget:
             return
         base_ami = self.base_ami()
         if seed.ensure_seeded(self.cloud, self.config, base_ami):
-            self.console.line(f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})")
+            self.console.line(
+                f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})"
+            )
             self._republish_verified()
         self._prepared = True
 
@@ -120,7 +124,12 @@ class LocalTarget:
         """The AMI of the local Debian base disk, building the disk when its inputs changed."""
         _, public_key = self.keypair
         disk = basedisk.build(
-            self.runner, self.state, self.history, self.settings, public_key, suite,
+            self.runner,
+            self.state,
+            self.history,
+            self.settings,
+            public_key,
+            suite,
             console_line=self.console.line,
         )
         return self._ami_for(disk.sha256, f"debian-{suite}", {"bake:base": f"debian:{suite}"})
@@ -136,10 +145,12 @@ class LocalTarget:
             Architecture="x86_64",
             RootDeviceName="/dev/xvda",
             VirtualizationType="hvm",
-            BlockDeviceMappings=[{
-                "DeviceName": "/dev/xvda",
-                "Ebs": {"VolumeSize": self.settings.disk_size_gb, "VolumeType": "gp3"},
-            }],
+            BlockDeviceMappings=[
+                {
+                    "DeviceName": "/dev/xvda",
+                    "Ebs": {"VolumeSize": self.settings.disk_size_gb, "VolumeType": "gp3"},
+                }
+            ],
         )["ImageId"]
         images.tag(self.cloud, ami, {"bake:artifact-sha256": sha256, **tags})
         self.store.set_ami(sha256, ami)
@@ -152,10 +163,18 @@ class LocalTarget:
             if not found or not self.store.exists(found["artifact"]):
                 continue
             ami = self._ami_for(found["artifact"], name, {})
-            images.tag(self.cloud, ami, images.lineage_tags(
-                image=name, digest=found["digest"], source_ami=found["source_ami"],
-                verified=True, kernel=found["kernel"] or "", run_id=found["run_id"],
-            ))
+            images.tag(
+                self.cloud,
+                ami,
+                images.lineage_tags(
+                    image=name,
+                    digest=found["digest"],
+                    source_ami=found["source_ami"],
+                    verified=True,
+                    kernel=found["kernel"] or "",
+                    run_id=found["run_id"],
+                ),
+            )
             images.publish(self.cloud, name, ami)
 
     def resolve_base(self, image: ImageConfig) -> SourceImage:
@@ -167,7 +186,9 @@ class LocalTarget:
             ami = images.resolve(self.cloud, spec, where)
         sha256 = self.store.sha_for_ami(ami)
         if sha256 is None or not self.store.exists(sha256):
-            raise InputError(f"{where}: {ami} has no disk in the local image store {self.store.directory}")
+            raise InputError(
+                f"{where}: {ami} has no disk in the local image store {self.store.directory}"
+            )
         return SourceImage(
             ami=ami,
             description=f"{spec.describe()} ({ami})",

@@ -1,4 +1,5 @@
-"""The hardening step's promise: sshd takes keys only, and the kernel's network settings are strict."""
+"""The hardening step's promise: sshd takes keys only, and the kernel's network settings are
+strict."""
 
 from __future__ import annotations
 

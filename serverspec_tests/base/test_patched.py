@@ -16,7 +16,8 @@ def test_no_security_updates_pending(host):
     assert update.rc == 0, update.stderr
     simulated = host.check_output("apt-get -s -o APT::Install-Recommends=false dist-upgrade")
     pending = [
-        line for line in simulated.splitlines()
+        line
+        for line in simulated.splitlines()
         if line.startswith("Inst ") and ("Debian-Security" in line or "-security" in line)
     ]
     assert pending == []

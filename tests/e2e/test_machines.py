@@ -1,8 +1,9 @@
 """Real machines on this host: the accelerator probe, the base disk, and a VM booted from it.
 
 Slow (a few minutes under TCG): run with `-m vm`. The base disk is built once per session in the
-session's shared end-to-end state dir, where the pipeline tests reuse it. BAKE_EXPECT_ACCELERATOR names what the probe should find on this host (tcg on
-the nested build machines, where /dev/kvm opens but guests do not run).
+session's shared end-to-end state dir, where the pipeline tests reuse it. BAKE_EXPECT_ACCELERATOR
+names what the probe should find on this host (tcg on the nested build machines, where /dev/kvm
+opens but guests do not run).
 """
 
 from __future__ import annotations

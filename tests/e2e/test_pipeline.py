@@ -1,5 +1,6 @@
-"""The whole chain on the local target, through the `bake` command as a user runs it: a real Packer
-build under QEMU, verification on a fresh boot, registration and a blue/green swap in the moto server.
+"""The whole chain on the local target, through the `bake` command as a user runs it: a real
+Packer build under QEMU, verification on a fresh boot, registration and a blue/green swap in the
+moto server.
 
 The tests run in file order and build on each other: one image is baked for all of them.
 """
@@ -24,10 +25,10 @@ pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parents[2]
 
-FAILING_SUITE = '''
+FAILING_SUITE = """
 def test_the_image_ships_a_file_it_never_had(host):
     assert host.file("/etc/bake/this-file-was-never-baked").exists
-'''
+"""
 
 
 @dataclass
@@ -51,13 +52,19 @@ class Project:
         env.pop("BAKE_CONFIG", None)
         process = subprocess.run(
             [sys.executable, "-m", "bake", "--config", str(config or self.config), *args],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=3600,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=3600,
         )
         return Result(process.returncode, process.stdout, process.stderr)
 
     def ok(self, *args: str, config: Path | None = None) -> Result:
         result = self.bake(*args, config=config)
-        assert result.code == 0, f"bake {' '.join(args)} exited {result.code}:\n{result.err[-3000:]}"
+        assert result.code == 0, (
+            f"bake {' '.join(args)} exited {result.code}:\n{result.err[-3000:]}"
+        )
         return result
 
     def status(self) -> dict[str, Any]:
@@ -66,8 +73,13 @@ class Project:
     def aws(self, service: str) -> Any:
         """Any AWS client pointed at the local endpoint, as a user would make one."""
         endpoint = self.ok("--json", "local", "status").json["endpoint"]
-        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
-                            aws_access_key_id="any", aws_secret_access_key="any")
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +108,14 @@ def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(projec
     run = next(run for run in runs(project) if run["run_id"] == first["run_id"])
     assert run["status"] == "succeeded" and run["ami"] == ami
     assert stage_statuses(run) == {
-        "render": "succeeded", "prepare": "succeeded", "build": "succeeded",
-        "verify": "succeeded", "register": "succeeded", "launch-template": "succeeded",
-        "green-asg": "succeeded", "shift": "succeeded",
+        "render": "succeeded",
+        "prepare": "succeeded",
+        "build": "succeeded",
+        "verify": "succeeded",
+        "register": "succeeded",
+        "launch-template": "succeeded",
+        "green-asg": "succeeded",
+        "shift": "succeeded",
     }
     status = project.status()
     assert status["live"]["color"] == "green" and status["live"]["ami"] == ami
@@ -118,14 +135,18 @@ def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
     assert parameter["Value"] == ami
     (balancer,) = elbv2.describe_load_balancers(Names=["demo"])["LoadBalancers"]
     (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
-    weights = {group["TargetGroupArn"].split("/")[1]: group["Weight"]
-               for group in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
+    weights = {
+        group["TargetGroupArn"].split("/")[1]: group["Weight"]
+        for group in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]
+    }
     assert weights == {"demo-green": 100, "demo-blue": 0}
     (group,) = project.aws("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=["demo-green"])["AutoScalingGroups"]
+        AutoScalingGroupNames=["demo-green"]
+    )["AutoScalingGroups"]
     template = group["LaunchTemplate"]
     (version,) = ec2.describe_launch_template_versions(
-        LaunchTemplateId=template["LaunchTemplateId"], Versions=[template["Version"]],
+        LaunchTemplateId=template["LaunchTemplateId"],
+        Versions=[template["Version"]],
     )["LaunchTemplateVersions"]
     assert version["LaunchTemplateData"]["ImageId"] == ami
     assert version["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
@@ -181,12 +202,12 @@ def test_a_failed_verification_promotes_nothing_and_moves_no_traffic(project, tm
     (suite / "test_extra.py").write_text(FAILING_SUITE)
     config = tmp_path / "canary.toml"
     config.write_text(f'''
-packer_dir = "{REPO / 'packer'}"
+packer_dir = "{REPO / "packer"}"
 
 [images.canary]
 base = "debian:bookworm"
 steps = ["harden", "lineage"]
-verify = ["{REPO / 'serverspec_tests/base/test_lineage.py'}", "{suite}"]
+verify = ["{REPO / "serverspec_tests/base/test_lineage.py"}", "{suite}"]
 
 [services.demo]
 image = "canary"
@@ -198,7 +219,8 @@ capacity = 2
     assert project.status() == before
     ec2 = project.aws("ec2")
     (canary,) = ec2.describe_images(
-        Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": ["canary"]}])["Images"]
+        Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": ["canary"]}]
+    )["Images"]
     tags = {tag["Key"]: tag["Value"] for tag in canary["Tags"]}
     assert tags["bake:verified"] == "false"
     with pytest.raises(project.aws("ssm").exceptions.ParameterNotFound):
@@ -216,7 +238,7 @@ def test_a_restarted_local_cloud_is_seeded_again_and_history_survives(project, f
     status = project.status()
     assert project.ok("--json", "local", "status").json["running"] is True
     assert status["live"]["color"] == "blue" and status["standby"] is None
-    assert [run["run_id"] for run in runs(project)][-len(runs_before):] == runs_before
+    assert [run["run_id"] for run in runs(project)][-len(runs_before) :] == runs_before
     republished = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
     swapped = project.ok("--json", "swap", "demo").json
     assert swapped["live_color"] == "green" and swapped["ami"] == republished["Value"]

@@ -1,13 +1,11 @@
-"""The aws target against an in-process moto server: the amazon-ebs template rendered for both Packer
-generations, a real `packer build` of it against moto, the throwaway verification instance, and a
-whole bake-and-swap. Only ssh and the suites' pytest are stood in for, behind the runner."""
+"""The aws target against an in-process moto server: the amazon-ebs template rendered for both
+Packer generations, a real `packer build` of it against moto, the throwaway verification instance,
+and a whole bake-and-swap. Only ssh and the suites' pytest are stood in for, behind the runner."""
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,97 +17,35 @@ from bake.console import Console
 from bake.errors import InputError, StageFailed
 from bake.local import seed
 from bake.stages.render import render_image
+from tests.integration.aws_project import REPO, make_app, write_config
 from tests.unit.fakes import FakeRunner
-
-REPO = Path(__file__).resolve().parents[2]
-BASE_PARAMETER = "/goldenbake-test/debian-12"
-
-JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest" errors="0" failures="{failures}" tests="2">
-<testcase classname="test_web" name="test_health"/>
-<testcase classname="test_web" name="test_nginx">{failure}</testcase>
-</testsuite></testsuites>"""
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = {json.dumps(v)}' for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def write_config(tmp_path: Path, endpoint: str, **image_aws: Any) -> Path:
-    (tmp_path / "suites").mkdir(exist_ok=True)
-    (tmp_path / "suites" / "test_ok.py").write_text("def test_ok(host):\n    pass\n")
-    aws_table = "".join(f"{key} = {toml_value(value)}\n" for key, value in image_aws.items())
-    path = tmp_path / "bake.toml"
-    path.write_text(f'''
-target = "aws"
-state_dir = "{tmp_path / 'state'}"
-packer_dir = "{REPO / 'packer'}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-communicator = "none"
-
-[images.base]
-base = "ssm:{BASE_PARAMETER}"
-steps = ["patch", "harden", "lineage"]
-verify = ["suites"]
-
-[images.base.aws]
-{aws_table}
-
-[services.demo]
-image = "base"
-capacity = 2
-health_timeout = 5
-''')
-    return path
-
-
-@pytest.fixture
-def source_ami(cloud) -> str:
-    """A public AMI with an EBS root, as the SSM parameter of a distribution names one."""
-    (stock, *_) = cloud.client("ec2").describe_images(
-        Owners=["amazon"], Filters=[{"Name": "root-device-type", "Values": ["ebs"]}]
-    )["Images"]
-    ami = stock["ImageId"]
-    cloud.client("ssm").put_parameter(Name=BASE_PARAMETER, Value=ami, Type="String")
-    return ami
-
-
-def write_junit(failures: int):
-    def write(argv: list[str]) -> None:
-        path = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--junitxml="))
-        failure = '<failure message="nginx is not running"/>' if failures else ""
-        Path(path).write_text(JUNIT.format(failures=failures, failure=failure))
-
-    return write
-
-
-def make_app(config_path: Path, *, failures: int = 0) -> App:
-    runner = FakeRunner(real=frozenset({"packer"}))
-    runner.on("ssh", stdout="6.1.0-56-cloud-amd64\n")
-    runner.on(lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1 if failures else 0,
-              effect=write_junit(failures))
-    return App(config_path, runner=runner, console=Console(quiet=True))
 
 
 def test_the_example_aws_config_loads_and_names_both_images() -> None:
     loaded = config_module.load(REPO / "examples" / "aws.bake.toml")
     assert loaded.target == "aws"
-    assert loaded.images["base"].base_for("aws").value == "/aws/service/debian/release/12/latest/amd64"
+    assert (
+        loaded.images["base"].base_for("aws").value == "/aws/service/debian/release/12/latest/amd64"
+    )
     assert loaded.images["web"].base_for("aws").describe() == "image:base"
     assert [step.kind for step in loaded.images["web"].steps].count("chef") == 1
     assert "web" in {service.image for service in loaded.services.values()}
 
 
 @pytest.mark.packer
-def test_render_for_packer_1_6_validates_for_real(tmp_path: Path, moto_endpoint, source_ami) -> None:
-    app = make_app(write_config(tmp_path, moto_endpoint, encrypt_boot=True,
-                                kms_key_id="alias/golden", ami_regions=["eu-west-1"],
-                                ami_users=["111122223333"]))
+def test_render_for_packer_1_6_validates_for_real(
+    tmp_path: Path, moto_endpoint, source_ami
+) -> None:
+    app = make_app(
+        write_config(
+            tmp_path,
+            moto_endpoint,
+            encrypt_boot=True,
+            kms_key_id="alias/golden",
+            ami_regions=["eu-west-1"],
+            ami_users=["111122223333"],
+        )
+    )
     ctx = app.context(image="base")
     rendered = render_image(ctx, ctx.require_image())
     text = rendered.path.read_text()
@@ -123,9 +59,14 @@ def test_render_for_packer_1_6_validates_for_real(tmp_path: Path, moto_endpoint,
     assert len(validate) == 1
 
 
-def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(tmp_path: Path, moto_endpoint) -> None:
-    config_path = write_config(tmp_path, moto_endpoint,
-                               ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"])
+def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
+    tmp_path: Path, moto_endpoint
+) -> None:
+    config_path = write_config(
+        tmp_path,
+        moto_endpoint,
+        ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"],
+    )
     text = config_path.read_text().replace('communicator = "none"', 'communicator = "ssh"')
     config_path.write_text(text)
     app = make_app(config_path)
@@ -145,9 +86,13 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(tmp_path: Path, mo
 
 
 def test_org_sharing_needs_packer_1_7(tmp_path: Path, moto_endpoint) -> None:
-    app = make_app(write_config(
-        tmp_path, moto_endpoint,
-        ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"]))
+    app = make_app(
+        write_config(
+            tmp_path,
+            moto_endpoint,
+            ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"],
+        )
+    )
     app.runner.real = frozenset()
     app.runner.on("packer", stdout="Packer v1.6.6\n")
     ctx = app.context(image="base")
@@ -162,8 +107,10 @@ def test_org_sharing_needs_packer_1_7(tmp_path: Path, moto_endpoint) -> None:
         ({"kms_key_id": "alias/golden"}, "encrypt_boot is not true"),
         ({"ami_regions": ["Europe"]}, "'Europe' is not an AWS region"),
         ({"ami_users": ["12345"]}, "'12345' is not an AWS account id"),
-        ({"encrypt_boot": True, "region_kms_key_ids": {"eu-west-1": "alias/x"}},
-         "region_kms_key_ids names eu-west-1, which is not in ami_regions"),
+        (
+            {"encrypt_boot": True, "region_kms_key_ids": {"eu-west-1": "alias/x"}},
+            "region_kms_key_ids names eu-west-1, which is not in ami_regions",
+        ),
     ],
 )
 def test_bad_aws_settings_are_bad_input(tmp_path: Path, aws_table, message) -> None:
@@ -174,9 +121,12 @@ def test_bad_aws_settings_are_bad_input(tmp_path: Path, aws_table, message) -> N
 
 
 @pytest.mark.packer
-def test_bake_and_swap_on_aws_against_moto(tmp_path: Path, moto_endpoint, cloud, source_ami) -> None:
-    config_path = write_config(tmp_path, moto_endpoint, encrypt_boot=True,
-                               tags={"team": "platform"})
+def test_bake_and_swap_on_aws_against_moto(
+    tmp_path: Path, moto_endpoint, cloud, source_ami
+) -> None:
+    config_path = write_config(
+        tmp_path, moto_endpoint, encrypt_boot=True, tags={"team": "platform"}
+    )
     app = make_app(config_path)
     seed.ensure_seeded(cloud, app.config, source_ami)
     result = app.run("bake-and-swap", service="demo")
@@ -195,7 +145,11 @@ def test_bake_and_swap_on_aws_against_moto(tmp_path: Path, moto_endpoint, cloud,
     assert run["status"] == "succeeded"
     kinds = {resource["kind"] for resource in run["resources"]}
     assert {"ami", "key-pair", "security-group", "instance"} <= kinds
-    assert remaining(cloud, run["run_id"]) == {"instances": [], "security-groups": [], "key-pairs": []}
+    assert remaining(cloud, run["run_id"]) == {
+        "instances": [],
+        "security-groups": [],
+        "key-pairs": [],
+    }
 
 
 @pytest.mark.packer
@@ -207,7 +161,11 @@ def test_a_failed_verification_on_aws_cleans_up_and_tags_false(
     with pytest.raises(StageFailed, match="1 failed"):
         app.run("bake-and-swap", service="demo")
     (run,) = app.history.runs()
-    assert remaining(cloud, run["run_id"]) == {"instances": [], "security-groups": [], "key-pairs": []}
+    assert remaining(cloud, run["run_id"]) == {
+        "instances": [],
+        "security-groups": [],
+        "key-pairs": [],
+    }
     assert images.tags_of(images.describe(cloud, run["ami"]))["bake:verified"] == "false"
     assert images.published(cloud, "base") is None
 
@@ -225,13 +183,19 @@ def test_ctrl_c_while_waiting_for_ssh_removes_the_instance_key_and_group(
     assert run["command"] == "verify" and run["status"] == "cancelled"
     created = {resource["kind"] for resource in run["resources"]}
     assert created == {"key-pair", "security-group", "instance"}
-    assert remaining(cloud, run["run_id"]) == {"instances": [], "security-groups": [], "key-pairs": []}
+    assert remaining(cloud, run["run_id"]) == {
+        "instances": [],
+        "security-groups": [],
+        "key-pairs": [],
+    }
 
 
 def test_sharing_an_encrypted_ami_needs_its_own_key(tmp_path: Path) -> None:
     raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
     raw["images"]["base"]["aws"] = {"encrypt_boot": True, "ami_users": ["111122223333"]}
-    with pytest.raises(config_module.ConfigError, match="sharing an encrypted AMI needs kms_key_id"):
+    with pytest.raises(
+        config_module.ConfigError, match="sharing an encrypted AMI needs kms_key_id"
+    ):
         config_module.from_dict(raw, tmp_path / "bake.toml")
 
 
@@ -240,17 +204,22 @@ def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypat
     monkeypatch.setenv("BAKE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
-    app = App(REPO / "examples" / "aws.bake.toml", console=Console(quiet=True),
-              runner=FakeRunner(real=frozenset({"packer", "ruby"})))
+    app = App(
+        REPO / "examples" / "aws.bake.toml",
+        console=Console(quiet=True),
+        runner=FakeRunner(real=frozenset({"packer", "ruby"})),
+    )
     for name in ("base", "web"):
         ctx = app.context(image=name)
         text = render_image(ctx, ctx.require_image()).path.read_text()
-        assert 'encrypt_boot = true' in text and 'kms_key_id   = "alias/golden-images"' in text
+        assert "encrypt_boot = true" in text and 'kms_key_id   = "alias/golden-images"' in text
     assert 'region_kms_key_ids = { "eu-central-1" = ' in (
-        app.state.rendered("base", "aws").read_text())
+        app.state.rendered("base", "aws").read_text()
+    )
     web = app.state.rendered("web", "aws").read_text()
     assert "chef-install.sh" in web and "chef-converge.sh" in web
-    assert sorted(p.name for p in (app.state.rendered("web", "aws").parent / "chef" / "cookbooks")
-                  .iterdir()) == ["golden_base", "golden_web"]
+    assert sorted(
+        p.name for p in (app.state.rendered("web", "aws").parent / "chef" / "cookbooks").iterdir()
+    ) == ["golden_base", "golden_web"]
     validated = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
     assert len(validated) == 2

@@ -16,7 +16,7 @@ import pytest
 from bake import iam
 from bake.cli import main
 from bake.local import seed
-from tests.integration.test_aws_target import make_app, source_ami, write_config  # noqa: F401
+from tests.integration.aws_project import make_app, write_config
 
 
 def recorder(endpoint: str, verb: str) -> None:
@@ -30,7 +30,9 @@ def recorded_actions(path: Path) -> set[str]:
     found = set()
     for line in path.read_text().splitlines():
         entry = json.loads(line)
-        scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", entry["headers"].get("Authorization", ""))
+        scope = re.search(
+            r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", entry["headers"].get("Authorization", "")
+        )
         if scope is None:
             continue
         body = entry.get("body") or ""
@@ -46,14 +48,26 @@ def recorded_actions(path: Path) -> set[str]:
 
 @pytest.mark.packer
 def test_the_policy_covers_every_action_of_a_whole_run(
-    tmp_path: Path, moto_endpoint: str, cloud, source_ami: str, monkeypatch, capsys  # noqa: F811
+    tmp_path: Path,
+    moto_endpoint: str,
+    cloud,
+    source_ami: str,
+    monkeypatch,
+    capsys,
 ) -> None:
-    config_path = write_config(tmp_path, moto_endpoint, encrypt_boot=True, kms_key_id="alias/golden",
-                               ami_regions=["eu-west-1"])
+    config_path = write_config(
+        tmp_path,
+        moto_endpoint,
+        encrypt_boot=True,
+        kms_key_id="alias/golden",
+        ami_regions=["eu-west-1"],
+    )
     app = make_app(config_path)
     seed.ensure_seeded(cloud, app.config, source_ami)
-    cloud.client("kms").create_alias(AliasName="alias/golden",
-                                     TargetKeyId=cloud.client("kms").create_key()["KeyMetadata"]["KeyId"])
+    cloud.client("kms").create_alias(
+        AliasName="alias/golden",
+        TargetKeyId=cloud.client("kms").create_key()["KeyMetadata"]["KeyId"],
+    )
 
     called: set[str] = set()
 
@@ -95,7 +109,8 @@ def test_the_policy_follows_the_config(tmp_path: Path) -> None:
     publish = next(s for s in iam.policy(plain)["Statement"] if s["Sid"] == "PublishLatestImages")
     assert publish["Resource"] == ["arn:aws:ssm:*:*:parameter/bake/images/base/latest"]
     key = "arn:aws:kms:us-east-1:111122223333:key/a5a1f83b-835f-41e1-988f-94ac3c87f233"
-    encrypted = config_module.load(write_config(tmp_path, "http://127.0.0.1:1", encrypt_boot=True,
-                                                kms_key_id=key))
+    encrypted = config_module.load(
+        write_config(tmp_path, "http://127.0.0.1:1", encrypt_boot=True, kms_key_id=key)
+    )
     kms = next(s for s in iam.policy(encrypted)["Statement"] if s["Sid"] == "EncryptImages")
     assert kms["Resource"] == [key]

@@ -108,8 +108,9 @@ class FakeRunner(Runner):
         if str(argv[0]) in self.real:
             self.calls.append([str(a) for a in argv])
             self.environments.append(dict(env or {}))
-            return Runner.run(self, argv, check=check, timeout=timeout, env=env, cwd=cwd,
-                              input=input)
+            return Runner.run(
+                self, argv, check=check, timeout=timeout, env=env, cwd=cwd, input=input
+            )
         argv, rule, status = self._answer(argv, env)
         result = Completed(argv, status, rule.stdout, rule.stderr, 0.0)
         if check and not result.ok:
@@ -130,8 +131,16 @@ class FakeRunner(Runner):
         if str(argv[0]) in self.real:
             self.calls.append([str(a) for a in argv])
             self.environments.append(dict(env or {}))
-            return Runner.stream(self, argv, on_line=on_line, log_path=log_path, check=check,
-                                 timeout=timeout, env=env, cwd=cwd)
+            return Runner.stream(
+                self,
+                argv,
+                on_line=on_line,
+                log_path=log_path,
+                check=check,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+            )
         result = self.run(argv, check=False, timeout=timeout, env=env)
         for line in result.stdout.splitlines():
             on_line(line)

@@ -38,8 +38,14 @@ def make_context(
         shutil.copytree(REPO / "packer", tmp_path / "packer")
     (tmp_path / "suites").mkdir(exist_ok=True)
     raw = {
-        "images": {"base": {"base": "debian:bookworm", "steps": ["patch", "harden", "lineage"],
-                            "verify": ["suites"], **image_overrides}},
+        "images": {
+            "base": {
+                "base": "debian:bookworm",
+                "steps": ["patch", "harden", "lineage"],
+                "verify": ["suites"],
+                **image_overrides,
+            }
+        },
     }
     loaded = config.from_dict(raw, tmp_path / "bake.toml")
     state = StateDir(tmp_path / "state").ensure()
@@ -47,5 +53,6 @@ def make_context(
     runner = FakeRunner().on("packer", stdout=f"Packer v{packer_version}\n")
     console = Console(quiet=True)
     target = StubbedLocalTarget(loaded, state, history, runner, console)
-    return RunContext(loaded, state, history, runner, target, console, run_id="r1",
-                      image=loaded.images["base"])
+    return RunContext(
+        loaded, state, history, runner, target, console, run_id="r1", image=loaded.images["base"]
+    )

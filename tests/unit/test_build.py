@@ -1,4 +1,5 @@
-"""build: packer build streamed and logged, the artifact taken from the manifest, reuse by digest."""
+"""build: packer build streamed and logged, the artifact taken from the manifest, reuse by
+digest."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ PACKER_OUTPUT = [
 
 
 def var(argv: list[str], name: str) -> str:
-    values = [argv[i + 1].split("=", 1)[1] for i, arg in enumerate(argv)
-              if arg == "-var" and argv[i + 1].startswith(name + "=")]
+    values = [
+        argv[i + 1].split("=", 1)[1]
+        for i, arg in enumerate(argv)
+        if arg == "-var" and argv[i + 1].startswith(name + "=")
+    ]
     assert len(values) == 1, f"-var {name} given {len(values)} times"
     return values[0]
 
@@ -37,9 +41,18 @@ def fake_packer_build(argv: list[str]) -> None:
     output.mkdir(parents=True)
     disk = output / "base.qcow2"
     disk.write_bytes(b"a built disk " + var(argv, "build_digest").encode())
-    manifest = {"builds": [{"name": "base", "builder_type": "qemu", "artifact_id": "VM",
-                            "files": [{"name": str(disk), "size": 1}],
-                            "packer_run_uuid": "u1"}], "last_run_uuid": "u1"}
+    manifest = {
+        "builds": [
+            {
+                "name": "base",
+                "builder_type": "qemu",
+                "artifact_id": "VM",
+                "files": [{"name": str(disk), "size": 1}],
+                "packer_run_uuid": "u1",
+            }
+        ],
+        "last_run_uuid": "u1",
+    }
     Path(var(argv, "manifest_path")).write_text(json.dumps(manifest))
 
 
@@ -50,11 +63,16 @@ def ctx(tmp_path: Path):
     base.write_bytes(b"base disk")
     sha = hashlib.sha256(base.read_bytes()).hexdigest()
     context.target.source = SourceImage(
-        "ami-0base", "debian:bookworm (ami-0base)",
-        {"source_disk": str(base), "source_checksum": f"sha256:{sha}"}, artifact=sha,
+        "ami-0base",
+        "debian:bookworm (ami-0base)",
+        {"source_disk": str(base), "source_checksum": f"sha256:{sha}"},
+        artifact=sha,
     )
-    context.runner.on(lambda argv: argv[:2] == ["packer", "build"],
-                      stdout="\n".join(PACKER_OUTPUT), effect=fake_packer_build)
+    context.runner.on(
+        lambda argv: argv[:2] == ["packer", "build"],
+        stdout="\n".join(PACKER_OUTPUT),
+        effect=fake_packer_build,
+    )
     return context
 
 
@@ -116,10 +134,17 @@ def test_progress_shows_the_current_step(ctx) -> None:
 
 
 def test_a_failed_packer_build_names_the_error_and_the_log(ctx) -> None:
-    ctx.runner.on(lambda argv: argv[:2] == ["packer", "build"], returncode=1, stdout="\n".join([
-        "1700000000,,ui,say,==> qemu.base: Provisioning with shell script: patch.sh",
-        "1700000001,,ui,error,Build 'qemu.base' errored: Script exited with non-zero exit status: 100",
-    ]))
+    ctx.runner.on(
+        lambda argv: argv[:2] == ["packer", "build"],
+        returncode=1,
+        stdout="\n".join(
+            [
+                "1700000000,,ui,say,==> qemu.base: Provisioning with shell script: patch.sh",
+                "1700000001,,ui,error,Build 'qemu.base' errored: "
+                "Script exited with non-zero exit status: 100",
+            ]
+        ),
+    )
     stage = Build(ctx)
     with pytest.raises(StageFailed, match="exit status: 100") as raised:
         stage.run()

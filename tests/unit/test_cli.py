@@ -74,7 +74,9 @@ def test_malformed_config_names_file_and_key(project: Path, capsys) -> None:
 
 
 def test_a_verify_path_that_does_not_exist(project: Path, capsys) -> None:
-    (project / "bake.toml").write_text(CONFIG.replace("serverspec_tests/base", "serverspec_tests/gone"))
+    (project / "bake.toml").write_text(
+        CONFIG.replace("serverspec_tests/base", "serverspec_tests/gone")
+    )
     code, _, err = run(capsys, "verify", "base")
     assert code == 2
     assert "images.base.verify: 'serverspec_tests/gone' does not exist" in err
@@ -115,6 +117,17 @@ def test_local_status_when_nothing_runs(project: Path, capsys) -> None:
 def test_help_lists_every_command(capsys) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("render", "build", "verify", "register", "swap", "rollback", "bake-and-swap",
-                    "status", "history", "local", "doctor"):
+    for command in (
+        "render",
+        "build",
+        "verify",
+        "register",
+        "swap",
+        "rollback",
+        "bake-and-swap",
+        "status",
+        "history",
+        "local",
+        "doctor",
+    ):
         assert f"  {command}" in out

@@ -83,21 +83,29 @@ verify = ["suites"]
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL.replace('verify = ["suites"]', 'verify = ["nope"]'),
-         "images.base.verify: 'nope' does not exist"),
+        (
+            MINIMAL.replace('verify = ["suites"]', 'verify = ["nope"]'),
+            "images.base.verify: 'nope' does not exist",
+        ),
         (MINIMAL.replace('image = "base"', 'image = "web"'), "services.demo.image: no image 'web'"),
         (MINIMAL.replace('"lineage"', '"polish"'), "unknown step 'polish'"),
         (MINIMAL.replace("debian:bookworm", "ubuntu:noble"), "'ubuntu:noble' is not a base"),
         (MINIMAL + "colour = 1\n", "services.demo.colour: unknown key"),
-        (MINIMAL.replace("capacity = 2", "capacity = { min = 3, desired = 2, max = 4 }"),
-         "min <= desired <= max"),
+        (
+            MINIMAL.replace("capacity = 2", "capacity = { min = 3, desired = 2, max = 4 }"),
+            "min <= desired <= max",
+        ),
         (MINIMAL + "shift_steps = [50, 20]\n", "must rise and end at 100"),
         (MINIMAL + 'health_timeout = "soon"\n', "'soon' is not a duration"),
         ('target = "gcp"\n' + MINIMAL, "target: Input should be 'local' or 'aws'"),
-        (MINIMAL.replace("[images.base]", "[images.Base]").replace('"base"', '"Base"'),
-         "'Base' is not a usable image name"),
-        (MINIMAL.replace('steps = ["patch", "harden", "lineage"]\n', ""),
-         "images.base.steps: required key is missing"),
+        (
+            MINIMAL.replace("[images.base]", "[images.Base]").replace('"base"', '"Base"'),
+            "'Base' is not a usable image name",
+        ),
+        (
+            MINIMAL.replace('steps = ["patch", "harden", "lineage"]\n', ""),
+            "images.base.steps: required key is missing",
+        ),
         ('target = "aws"\n' + MINIMAL, "debian:bookworm is built by the local target only"),
     ],
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bake import chef, cookbooks
+from bake import cookbooks
 from bake.runner import Runner
 
 REPO = Path(__file__).resolve().parents[2]

@@ -34,12 +34,20 @@ def make_context(tmp_path: Path) -> RunContext:
         tmp_path / "bake.toml",
     )
     state = StateDir(tmp_path / "state").ensure()
-    return RunContext(loaded, state, History(state.history_db), FakeRunner(), RecordingTarget(),
-                      Console(quiet=True), image=loaded.images["base"])
+    return RunContext(
+        loaded,
+        state,
+        History(state.history_db),
+        FakeRunner(),
+        RecordingTarget(),
+        Console(quiet=True),
+        image=loaded.images["base"],
+    )
 
 
-def stage(name: str, log: list[str], *, fails: BaseException | None = None,
-          skip: bool = False) -> type[Stage]:
+def stage(
+    name: str, log: list[str], *, fails: BaseException | None = None, skip: bool = False
+) -> type[Stage]:
     class Recorded(Stage):
         def run(self) -> Outcome:
             log.append(f"run {name}")
@@ -68,7 +76,14 @@ def sequence(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_order_of_stages_is_data() -> None:
     assert pipeline.SEQUENCES["bake-and-swap"] == [
-        "render", "prepare", "build", "verify", "register", "launch-template", "green-asg", "shift",
+        "render",
+        "prepare",
+        "build",
+        "verify",
+        "register",
+        "launch-template",
+        "green-asg",
+        "shift",
     ]
     assert pipeline.SEQUENCES["swap"] == ["prepare", "launch-template", "green-asg", "shift"]
     for names in pipeline.SEQUENCES.values():
@@ -88,7 +103,9 @@ def test_stages_run_in_order_and_every_one_is_recorded(tmp_path: Path, sequence)
     (run,) = ctx.history.runs()
     assert run["status"] == "succeeded" and run["command"] == "test" and run["subject"] == "base"
     assert [(s["name"], s["status"]) for s in run["stages"]] == [
-        ("render", "succeeded"), ("one", "succeeded"), ("two", "skipped"),
+        ("render", "succeeded"),
+        ("one", "succeeded"),
+        ("two", "skipped"),
     ]
     assert all(s["seconds"] is not None for s in run["stages"])
 
@@ -119,8 +136,9 @@ def test_bad_input_in_render_prepares_nothing(tmp_path: Path, sequence) -> None:
 
 def test_a_failing_stage_is_undone_and_later_stages_never_run(tmp_path: Path, sequence) -> None:
     log: list[str] = []
-    sequence(stage("one", log), stage("two", log, fails=StageFailed("two", "broke")),
-             stage("three", log))
+    sequence(
+        stage("one", log), stage("two", log, fails=StageFailed("two", "broke")), stage("three", log)
+    )
     ctx = make_context(tmp_path)
     with pytest.raises(StageFailed):
         pipeline.execute(ctx, "test")
@@ -129,7 +147,8 @@ def test_a_failing_stage_is_undone_and_later_stages_never_run(tmp_path: Path, se
     assert run["status"] == "failed"
     assert run["error"] == "two: broke"
     assert [(s["name"], s["status"]) for s in run["stages"]] == [
-        ("one", "succeeded"), ("two", "failed"),
+        ("one", "succeeded"),
+        ("two", "failed"),
     ]
 
 
@@ -167,8 +186,10 @@ def test_lock_names(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
     assert pipeline.lock_names(ctx, "build") == ["image-base"]
     ctx.service = config.from_dict(
-        {"images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
-         "services": {"demo": {"image": "base", "capacity": 1}}},
+        {
+            "images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+            "services": {"demo": {"image": "base", "capacity": 1}},
+        },
         tmp_path / "bake.toml",
     ).services["demo"]
     assert pipeline.lock_names(ctx, "bake-and-swap") == ["service-demo", "image-base"]
@@ -187,9 +208,11 @@ def test_a_second_run_on_a_locked_service_gets_lock_held(tmp_path: Path) -> None
     holder.start()
     try:
         assert ready.wait(10)
-        with pytest.raises(LockHeld, match="service-demo is locked by bake bake-and-swap") as raised:
-            with locks.hold(tmp_path, "service-demo", "second"):
-                pass
+        with (
+            pytest.raises(LockHeld, match="service-demo is locked by bake bake-and-swap") as raised,
+            locks.hold(tmp_path, "service-demo", "second"),
+        ):
+            pass
         assert raised.value.exit_code == 3
     finally:
         release.set()

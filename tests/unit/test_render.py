@@ -14,6 +14,7 @@ from bake.provisioners import Expr
 from bake.stages.render import Render, render_image
 from tests.unit.local_context import make_context
 
+
 def parse_rendered(ctx: RunContext) -> dict:
     path = ctx.state.rendered("base", "local")
     return templates.parse(path.read_text(), path)
@@ -92,9 +93,12 @@ def test_a_rendering_without_a_manifest_is_caught_before_packer(tmp_path: Path) 
 
 def test_packer_validate_failure_is_bad_input_with_packers_words(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
-    ctx.runner.on(lambda argv: argv[:2] == ["packer", "validate"], returncode=1,
-                  stderr="Error: 1 error(s) occurred:\n\n* unknown configuration key: \"bogus\"")
-    with pytest.raises(InputError, match='packer validate failed: .*unknown configuration key'):
+    ctx.runner.on(
+        lambda argv: argv[:2] == ["packer", "validate"],
+        returncode=1,
+        stderr='Error: 1 error(s) occurred:\n\n* unknown configuration key: "bogus"',
+    )
+    with pytest.raises(InputError, match="packer validate failed: .*unknown configuration key"):
         Render(ctx).run()
 
 

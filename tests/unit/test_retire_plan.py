@@ -21,7 +21,9 @@ def make_ami(cloud, name: str, verified: str | None, image: str = "base") -> str
     """An AMI made from an instance (so it has a snapshot), tagged as the pipeline tags them."""
     ec2 = cloud.client("ec2")
     stock = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance = ec2.run_instances(ImageId=stock, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    instance = ec2.run_instances(ImageId=stock, MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
     ami = ec2.create_image(InstanceId=instance, Name=name)["ImageId"]
     ec2.terminate_instances(InstanceIds=[instance])
     tags = {"bake:image": image}
@@ -105,17 +107,21 @@ def test_the_stage_retires_and_dry_run_only_lists(cloud, amis, make_context) -> 
 
 def aws_target(tmp_path: Path, endpoint: str):
     (tmp_path / "suites").mkdir(exist_ok=True)
-    config = from_dict({
-        "target": "aws",
-        "aws": {"endpoint_url": endpoint},
-        "images": {
-            "base": {"base": "ssm:/test/debian-12", "steps": [], "verify": ["suites"]},
-            "web": {"base": "image:base", "steps": [], "verify": ["suites"]},
+    config = from_dict(
+        {
+            "target": "aws",
+            "aws": {"endpoint_url": endpoint},
+            "images": {
+                "base": {"base": "ssm:/test/debian-12", "steps": [], "verify": ["suites"]},
+                "web": {"base": "image:base", "steps": [], "verify": ["suites"]},
+            },
         },
-    }, tmp_path / "bake.toml")
+        tmp_path / "bake.toml",
+    )
     state = StateDir(tmp_path / "state").ensure()
-    return config, AwsTarget(config, state, History(state.history_db), FakeRunner(),
-                             Console(quiet=True))
+    return config, AwsTarget(
+        config, state, History(state.history_db), FakeRunner(), Console(quiet=True)
+    )
 
 
 def test_plan_orders_parents_first_and_sees_a_rotated_base(tmp_path, cloud, moto_endpoint) -> None:
@@ -125,7 +131,9 @@ def test_plan_orders_parents_first_and_sees_a_rotated_base(tmp_path, cloud, moto
     cloud.client("ssm").put_parameter(Name="/test/debian-12", Value=debian, Type="String")
 
     first = {p.image: p for p in plan.plan(config, target)}
-    assert first["base"].action == "bake" and first["base"].reason == "no verified AMI published yet"
+    assert (
+        first["base"].action == "bake" and first["base"].reason == "no verified AMI published yet"
+    )
     assert first["web"].action == "blocked"
     assert "image 'base' has no verified AMI yet" in first["web"].reason
 

@@ -49,8 +49,9 @@ def junit_writer(body: str):
 @pytest.fixture
 def ctx(tmp_path: Path, cloud):
     context = make_context(tmp_path)
-    target = MachineTarget(context.config, context.state, context.history, context.runner,
-                           context.console)
+    target = MachineTarget(
+        context.config, context.state, context.history, context.runner, context.console
+    )
     target._cloud = cloud
     context.target = target
     disk = tmp_path / "built.qcow2"
@@ -63,18 +64,23 @@ def ctx(tmp_path: Path, cloud):
 
 
 def pytest_calls(ctx) -> list[tuple[list[str], dict[str, str]]]:
-    return [(argv, env) for argv, env in zip(ctx.runner.calls, ctx.runner.environments, strict=True)
-            if argv[1:3] == ["-m", "pytest"]]
+    return [
+        (argv, env)
+        for argv, env in zip(ctx.runner.calls, ctx.runner.environments, strict=True)
+        if argv[1:3] == ["-m", "pytest"]
+    ]
 
 
 def pass_suites(ctx) -> None:
-    ctx.runner.on(lambda argv: argv[1:3] == ["-m", "pytest"], returncode=0,
-                  effect=junit_writer(JUNIT_PASS))
+    ctx.runner.on(
+        lambda argv: argv[1:3] == ["-m", "pytest"], returncode=0, effect=junit_writer(JUNIT_PASS)
+    )
 
 
 def fail_suites(ctx) -> None:
-    ctx.runner.on(lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1,
-                  effect=junit_writer(JUNIT_FAIL))
+    ctx.runner.on(
+        lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1, effect=junit_writer(JUNIT_FAIL)
+    )
 
 
 def test_verify_runs_the_suites_on_a_fresh_machine(ctx) -> None:
@@ -82,7 +88,10 @@ def test_verify_runs_the_suites_on_a_fresh_machine(ctx) -> None:
     outcome = Verify(ctx).run()
     assert ctx.target.boots == 1
     ((argv, env),) = pytest_calls(ctx)
-    assert "--hosts=ssh://root@127.0.0.1:2222?ssh_identity_file=/keys/id&ssh_config=/keys/config" in argv
+    assert (
+        "--hosts=ssh://root@127.0.0.1:2222?ssh_identity_file=/keys/id&ssh_config=/keys/config"
+        in argv
+    )
     assert argv[-1] == str(ctx.config.root / "suites")
     assert env["BAKE_EXPECT_DIGEST"] == "d" * 64
     assert env["BAKE_EXPECT_SOURCE_AMI"] == "ami-0source"
@@ -113,7 +122,9 @@ def test_changed_suites_are_verified_again(ctx) -> None:
 
 def test_a_failed_verification_tags_the_ami_unverified_and_publishes_nothing(ctx, cloud) -> None:
     fail_suites(ctx)
-    with pytest.raises(StageFailed, match=r"2 checks, 1 failed, 0 errors \(test_extra::test_always_fails\)"):
+    with pytest.raises(
+        StageFailed, match=r"2 checks, 1 failed, 0 errors \(test_extra::test_always_fails\)"
+    ):
         Verify(ctx).run()
     ami = ctx.target.store.ami(ctx.history.builds("base")[0]["artifact"])
     tags = images.tags_of(images.describe(cloud, ami))
@@ -148,7 +159,8 @@ def test_register_alone_uses_the_recorded_verification(ctx, cloud) -> None:
     first = Register(ctx).run()
     assert first.status == "succeeded"
     assert images.tags_of(images.describe(cloud, first.outputs["ami"]))["bake:kernel"] == (
-        "6.1.0-56-cloud-amd64")
+        "6.1.0-56-cloud-amd64"
+    )
     second = Register(ctx).run()
     assert second.status == "skipped"
     assert second.outputs["ami"] == first.outputs["ami"]
