@@ -47,6 +47,15 @@ def emit(app: App, result: Any, human: str) -> None:
         click.echo(human)
 
 
+def emit_rollout(app: App, service: str, result: dict[str, Any]) -> None:
+    emit(
+        app,
+        result,
+        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
+        f"(run {result['run_id']})",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -109,12 +118,7 @@ def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
         rebuild=rebuild or None,
         reverify=rebuild or None,
     )
-    emit(
-        app,
-        result,
-        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
-        f"(run {result['run_id']})",
-    )
+    emit_rollout(app, service, result)
 
 
 @cli.command()
@@ -125,12 +129,7 @@ def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
 def swap(app: App, service: str, ami: str | None) -> None:
     """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
     result = app.run("swap", service=service, ami=ami)
-    emit(
-        app,
-        result,
-        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
-        f"(run {result['run_id']})",
-    )
+    emit_rollout(app, service, result)
 
 
 @cli.command()

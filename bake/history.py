@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bake.localhost import pid_alive
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -92,18 +94,6 @@ def _seconds_between(started: str, finished: str | None) -> float | None:
     return round(
         (datetime.strptime(finished, fmt) - datetime.strptime(started, fmt)).total_seconds(), 3
     )
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class History:
@@ -186,7 +176,7 @@ class History:
         result = []
         for row in self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,)):
             run = dict(row)
-            if run["status"] == "running" and not _pid_alive(run.pop("pid")):
+            if run["status"] == "running" and not pid_alive(run.pop("pid")):
                 run["status"] = "interrupted"
             run.pop("pid", None)
             run["seconds"] = _seconds_between(run["started"], run["finished"])

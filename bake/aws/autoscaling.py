@@ -6,33 +6,12 @@ The Auto Scaling API has no boto3 waiters, so its waits go through `wait_until`,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import WaiterError
 
 from bake.aws.session import Cloud
-
-# Patched by tests that must not wait; every bounded poll in the toolkit sleeps through it.
-sleep = time.sleep
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 2.0) -> bool:
-    """Poll `predicate` until it is truthy or `timeout` seconds pass; says whether it came true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sleep(min(interval, remaining))
-
-
-def waiter_config(timeout: float, delay: float = 15.0) -> dict[str, int]:
-    """A boto3 WaiterConfig that gives up after about `timeout` seconds."""
-    delay = max(1, min(int(delay), int(timeout // 4) or 1))
-    return {"Delay": delay, "MaxAttempts": max(1, int(timeout // delay) + 1)}
+from bake.polling import wait_until, waiter_config
 
 
 def find_group(cloud: Cloud, name: str) -> dict[str, Any] | None:

@@ -6,8 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from bake.aws.autoscaling import waiter_config
 from bake.aws.session import Cloud
+from bake.polling import waiter_config
 
 # Target group settings a mirrored target group copies from its source.
 _MIRRORED = (

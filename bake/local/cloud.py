@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -20,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bake.aws.autoscaling import wait_until
 from bake.aws.session import Cloud
 from bake.errors import BakeError
+from bake.localhost import free_port, pid_alive
+from bake.polling import wait_until
 from bake.runner import Runner
 from bake.state import StateDir
 
@@ -71,22 +71,6 @@ def _answers(endpoint: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a child that has exited is reaped, not counted)."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_moto(pid: int) -> bool:
     """Whether `pid` runs a moto server, so a reused pid is never signalled (Linux /proc only)."""
     try:
@@ -97,16 +81,10 @@ def _is_moto(pid: int) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def _running(state: StateDir) -> LocalCloud | None:
     """The recorded server, if its process is alive and it answers (a busy one gets 5 s)."""
     recorded = _read(state)
-    if not (recorded and _alive(recorded.pid) and _is_moto(recorded.pid)):
+    if not (recorded and pid_alive(recorded.pid) and _is_moto(recorded.pid)):
         return None
     return recorded if _answers(recorded.endpoint, timeout=5.0) else None
 
@@ -118,7 +96,7 @@ def up(runner: Runner, state: StateDir, region: str, port: int = 0) -> LocalClou
         return replace(running, region=region)
     down(state)  # a recorded server that no longer answers is stopped, not left behind
     state.local.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port(HOST)
     endpoint = f"http://{HOST}:{port}"
     if _answers(endpoint):
         raise BakeError(
@@ -154,11 +132,11 @@ def down(state: StateDir) -> bool:
     """Stop the local cloud (SIGTERM, then SIGKILL after a grace period); True if it was running."""
     recorded = _read(state)
     stopped = False
-    if recorded and _alive(recorded.pid) and _is_moto(recorded.pid):
+    if recorded and pid_alive(recorded.pid) and _is_moto(recorded.pid):
         _signal(recorded.pid, signal.SIGTERM)
-        if not wait_until(lambda: not _alive(recorded.pid), STOP_GRACE, interval=0.1):
+        if not wait_until(lambda: not pid_alive(recorded.pid), STOP_GRACE, interval=0.1):
             _signal(recorded.pid, signal.SIGKILL)
-            wait_until(lambda: not _alive(recorded.pid), STOP_GRACE, interval=0.1)
+            wait_until(lambda: not pid_alive(recorded.pid), STOP_GRACE, interval=0.1)
         stopped = True
     _record(state).unlink(missing_ok=True)
     return stopped

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import subprocess
 import tempfile
@@ -19,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake import ssh
+from bake import localhost, ssh
 from bake.errors import BakeError, InputError
 from bake.runner import Process, Runner
 from bake.targets.base import SshHost
@@ -160,13 +159,6 @@ def choose_accelerator(
     return result.accelerator
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def machine_argv(
     drive: Path,
     *,
@@ -230,7 +222,7 @@ def boot(
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     overlay_path = work_dir / "overlay.qcow2" if overlay else None
-    host = SshHost("127.0.0.1", free_port(), user, key, ssh_config)
+    host = SshHost("127.0.0.1", localhost.free_port(), user, key, ssh_config)
     process: Process | None = None
     answered = False
     try:

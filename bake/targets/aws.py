@@ -24,24 +24,20 @@ from bake.history import History
 from bake.packer import PackerVersion
 from bake.runner import Runner
 from bake.state import StateDir
-from bake.targets.base import Built, SourceImage, SshHost
+from bake.targets.base import Built, SourceImage, SshHost, TargetBase
 
 CHECKIP = "https://checkip.amazonaws.com"
 SUDO_EXECUTE = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh -eu '{{ .Path }}'"
 
 
-class AwsTarget:
+class AwsTarget(TargetBase):
     name = "aws"
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
     ) -> None:
-        self.config = config
+        super().__init__(config, state, history, runner, console)
         self.settings = config.aws
-        self.state = state
-        self.history = history
-        self.runner = runner
-        self.console = console
 
     @cached_property
     def cloud(self) -> Cloud:

@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bake.aws.session import Cloud
-from bake.config import ImageConfig
+from bake.config import Config, ImageConfig
+from bake.console import Console
+from bake.history import History
 from bake.packer import PackerVersion
+from bake.runner import Runner
+from bake.state import StateDir
 
 if TYPE_CHECKING:
     from bake.context import RunContext
@@ -52,6 +56,20 @@ class SshHost:
             f"ssh://{self.user}@{self.host}:{self.port}"
             f"?ssh_identity_file={self.identity_file}&ssh_config={self.config_file}"
         )
+
+
+class TargetBase:
+    """What every target holds: the config, the state directory, history, the runner, the
+    console."""
+
+    def __init__(
+        self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.history = history
+        self.runner = runner
+        self.console = console
 
 
 class Target(Protocol):

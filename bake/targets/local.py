@@ -24,23 +24,19 @@ from bake.local.store import ImageStore
 from bake.packer import PackerVersion
 from bake.runner import Runner
 from bake.state import StateDir
-from bake.targets.base import Built, SourceImage, SshHost
+from bake.targets.base import Built, SourceImage, SshHost, TargetBase
 
 PLACEHOLDER_SHA = "0" * 64
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     name = "local"
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
     ) -> None:
-        self.config = config
+        super().__init__(config, state, history, runner, console)
         self.settings = config.local
-        self.state = state
-        self.history = history
-        self.runner = runner
-        self.console = console
         self.store = ImageStore(state.store, history)
         self._cloud: Cloud | None = None
         self._prepared = False

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from bake import localhost
 from bake.errors import BakeError
 from bake.local import cloud as local_cloud
 from bake.runner import Runner
@@ -25,7 +26,7 @@ def state(tmp_path):
 def _dead(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not local_cloud._alive(pid):
+        if not localhost.pid_alive(pid):
             return True
         time.sleep(0.1)
     return False
