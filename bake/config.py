@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -24,6 +21,7 @@ from pydantic import (
 )
 
 from bake.errors import ConfigError
+from bake.settings import AwsSettings, ImageAwsSettings, LocalSettings, Model, Seconds
 
 DEFAULT_CONFIG = "bake.toml"
 TARGET_NAMES = ("local", "aws")
@@ -31,28 +29,9 @@ STEP_KINDS = ("patch", "harden", "lineage", "shell", "chef")
 COLORS = ("blue", "green")
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
 
 
-def _seconds(value: Any) -> Any:
-    """Accept 90, "90s", "10m" or "1h" and give seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f'\'{value}\' is not a duration (write 90, "90s", "10m" or "1h")')
-        return int(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BaseSpec(_Model):
+class BaseSpec(Model):
     """Where an image starts from.
 
     kinds: `debian` (the local target's own Debian disk, value = suite), `image` (another image of
@@ -107,7 +86,7 @@ def _parse_bases(raw: Any) -> dict[str, BaseSpec]:
     return {target: spec for target in TARGET_NAMES}
 
 
-class Step(_Model):
+class Step(Model):
     """One provisioning step of an image, in order."""
 
     kind: str
@@ -132,109 +111,7 @@ def _parse_step(raw: Any) -> Step:
     return Step(kind=kind, options=options)
 
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_KMS_KEY = re.compile(
-    rf"^({_UUID}|mrk-[0-9a-f]{{32}}|alias/[A-Za-z0-9/_-]+|"
-    rf"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:(key/({_UUID}|mrk-[0-9a-f]{{32}})|alias/[A-Za-z0-9/_-]+))$"
-)
-_ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
-_CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
-
-
-def _check_region(region: str) -> str:
-    if not _REGION.match(region):
-        raise ValueError(f"'{region}' is not an AWS region (for example eu-west-1)")
-    return region
-
-
-def _check_kms_key(key: str) -> str:
-    if not _KMS_KEY.match(key):
-        raise ValueError(
-            f"'{key}' is not a KMS key (give a key id, alias/NAME, or a key or alias ARN)"
-        )
-    return key
-
-
-Region = Annotated[str, AfterValidator(_check_region)]
-KmsKey = Annotated[str, AfterValidator(_check_kms_key)]
-
-
-class AwsSettings(_Model):
-    """The production target: real AWS through boto3, and Packer's amazon-ebs builder."""
-
-    region: Region = "us-east-1"
-    profile: str | None = None
-    endpoint_url: str | None = None
-    instance_type: str = "t3.small"
-    subnet_id: str | None = None
-    ssh_username: str = "admin"
-    ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
-    ssh_cidr: str | None = None
-    communicator: Literal["ssh", "none"] = "ssh"
-    volume_size_gb: int = Field(default=8, ge=1)
-    mirror: str = "http://cdn-aws.deb.debian.org/debian"
-    security_mirror: str = "http://cdn-aws.deb.debian.org/debian-security"
-    boot_timeout: Seconds = 600
-
-    @field_validator("ssh_cidr")
-    @classmethod
-    def _cidr(cls, cidr: str | None) -> str | None:
-        if cidr is not None and not _CIDR.match(cidr):
-            raise ValueError(f"'{cidr}' is not an IPv4 CIDR (for example 203.0.113.7/32)")
-        return cidr
-
-
-class ImageAwsSettings(_Model):
-    """How an image's AMI is made on AWS: encryption, copies to other regions, sharing, tags."""
-
-    encrypt_boot: bool = False
-    kms_key_id: KmsKey | None = None
-    ami_regions: list[Region] = Field(default_factory=list)
-    region_kms_key_ids: dict[Region, KmsKey] = Field(default_factory=dict)
-    ami_users: list[str] = Field(default_factory=list)
-    ami_org_arns: list[str] = Field(default_factory=list)
-    instance_type: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("ami_users")
-    @classmethod
-    def _accounts(cls, users: list[str]) -> list[str]:
-        for user in users:
-            if not _ACCOUNT.match(user):
-                raise ValueError(f"'{user}' is not an AWS account id (12 digits)")
-        return users
-
-    @field_validator("ami_org_arns")
-    @classmethod
-    def _organizations(cls, arns: list[str]) -> list[str]:
-        for arn in arns:
-            if not _ORG_ARN.match(arn):
-                raise ValueError(
-                    f"'{arn}' is not an organization ARN "
-                    "(arn:aws:organizations::ACCOUNT:organization/o-...)"
-                )
-        return arns
-
-    @model_validator(mode="after")
-    def _encryption(self) -> ImageAwsSettings:
-        if (self.kms_key_id or self.region_kms_key_ids) and not self.encrypt_boot:
-            raise ValueError("a KMS key is given but encrypt_boot is not true")
-        if self.encrypt_boot and (self.ami_users or self.ami_org_arns) and not self.kms_key_id:
-            raise ValueError(
-                "sharing an encrypted AMI needs kms_key_id (AMIs encrypted with the default "
-                "key cannot be shared)"
-            )
-        missing = sorted(set(self.region_kms_key_ids) - set(self.ami_regions))
-        if missing:
-            raise ValueError(
-                f"region_kms_key_ids names {', '.join(missing)}, which is not in ami_regions"
-            )
-        return self
-
-
-class ImageConfig(_Model):
+class ImageConfig(Model):
     """A recipe for an AMI: where it starts, how it is provisioned, how it is proven."""
 
     name: str
@@ -263,7 +140,7 @@ class ImageConfig(_Model):
         return any(step.kind == kind for step in self.steps)
 
 
-class Capacity(_Model):
+class Capacity(Model):
     min: int = Field(ge=0)
     desired: int = Field(ge=1)
     max: int = Field(ge=1)
@@ -283,12 +160,12 @@ def _parse_capacity(raw: Any) -> Any:
     return raw
 
 
-class ColorNames(_Model):
+class ColorNames(Model):
     asg: str
     target_group: str
 
 
-class ServiceConfig(_Model):
+class ServiceConfig(Model):
     """A blue/green pair of Auto Scaling groups behind one load balancer listener."""
 
     name: str
@@ -339,21 +216,7 @@ class ServiceConfig(_Model):
         return self.blue if color == "blue" else self.green  # type: ignore[return-value]
 
 
-class LocalSettings(_Model):
-    """The embedded local target: a moto server and QEMU machines on this host."""
-
-    region: str = "us-east-1"
-    accelerator: Literal["auto", "kvm", "tcg"] = "auto"
-    memory: int = Field(default=1024, ge=512)
-    cpus: int = Field(default=2, ge=1)
-    mirror: str = "http://deb.debian.org/debian"
-    security_mirror: str = "http://deb.debian.org/debian-security"
-    disk_size_gb: int = Field(default=4, ge=2)
-    boot_timeout: Seconds = 300
-    port: int = Field(default=0, ge=0, lt=65536)
-
-
-class Config(_Model):
+class Config(Model):
     path: Path
     target: Literal["local", "aws"] = "local"
     state_dir: Path = Path(".bake")

@@ -71,6 +71,40 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
+class _Deadline:
+    """Stops a process group when `timeout` seconds pass, and remembers that it did."""
+
+    def __init__(self, popen: subprocess.Popen, timeout: float | None) -> None:
+        self.expired = False
+        self._timer = threading.Timer(timeout, self._expire, args=(popen.pid,)) if timeout else None
+        if self._timer:
+            self._timer.start()
+
+    def _expire(self, pid: int) -> None:
+        self.expired = True
+        _signal_group(pid, signal.SIGTERM)
+
+    def cancel(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+
+def _pump(
+    popen: subprocess.Popen, on_line: Callable[[str], None], log_path: Path | None
+) -> list[str]:
+    """Hand each output line to `on_line` and the log as it comes; keep the last 50 lines."""
+    tail: list[str] = []
+    assert popen.stdout is not None
+    with open(log_path or os.devnull, "a", encoding="utf-8") as log_file:
+        for raw in popen.stdout:
+            line = raw.rstrip("\n")
+            log_file.write(raw)
+            log_file.flush()
+            tail = (tail + [line])[-50:]
+            on_line(line)
+    return tail
+
+
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     merged = dict(os.environ)
     if env:
@@ -135,7 +169,6 @@ class Runner:
         argv = [str(a) for a in argv]
         log.debug("stream: %s", " ".join(argv))
         started = time.monotonic()
-        log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
         try:
             popen = subprocess.Popen(
                 argv,
@@ -149,39 +182,17 @@ class Runner:
                 start_new_session=True,
             )
         except FileNotFoundError as exc:
-            if log_file:
-                log_file.close()
             raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
-        timed_out = threading.Event()
-        timer = None
-        if timeout:
-
-            def expire() -> None:
-                timed_out.set()
-                _signal_group(popen.pid, signal.SIGTERM)
-
-            timer = threading.Timer(timeout, expire)
-            timer.start()
-        tail: list[str] = []
+        deadline = _Deadline(popen, timeout)
         try:
-            assert popen.stdout is not None
-            for raw in popen.stdout:
-                line = raw.rstrip("\n")
-                if log_file:
-                    log_file.write(raw)
-                    log_file.flush()
-                tail = (tail + [line])[-50:]
-                on_line(line)
+            tail = _pump(popen, on_line, log_path)
             returncode = popen.wait()
         except BaseException:
             Process(popen, argv).stop()
             raise
         finally:
-            if timer:
-                timer.cancel()
-            if log_file:
-                log_file.close()
-        if timed_out.is_set():
+            deadline.cancel()
+        if deadline.expired:
             raise BakeError(f"{argv[0]} did not finish within {timeout:.0f}s")
         result = Completed(argv, returncode, "\n".join(tail), "", time.monotonic() - started)
         if check and not result.ok:

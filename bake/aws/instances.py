@@ -82,35 +82,8 @@ def throwaway(
     with ExitStack() as cleanup:
         work_dir.mkdir(parents=True, exist_ok=True)
         cleanup.callback(shutil.rmtree, work_dir, True)
-        key = ec2.create_key_pair(
-            KeyName=name, KeyType="ed25519", TagSpecifications=_tags("key-pair", spec, name)
-        )
-        record("key-pair", name)
-        cleanup.callback(ec2.delete_key_pair, KeyName=name)
-        key_file = work_dir / "id_ed25519"
-        key_file.touch(mode=0o600)
-        key_file.write_text(key["KeyMaterial"].rstrip("\n") + "\n", encoding="utf-8")
-
-        group_id = ec2.create_security_group(
-            GroupName=name,
-            Description=f"goldenbake: SSH to verify {spec.image}",
-            VpcId=_vpc_of(cloud, spec.subnet_id),
-            TagSpecifications=_tags("security-group", spec, name),
-        )["GroupId"]
-        record("security-group", group_id)
-        cleanup.callback(ec2.delete_security_group, GroupId=group_id)
-        ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "goldenbake runner"}],
-                }
-            ],
-        )
-
+        key_file = _key_pair(cloud, spec, name, work_dir / "id_ed25519", record, cleanup)
+        group_id = _security_group(cloud, spec, name, record, cleanup)
         request: dict[str, Any] = {
             "ImageId": spec.ami,
             "InstanceType": spec.instance_type,
@@ -128,9 +101,59 @@ def throwaway(
         instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
         record("instance", instance_id)
         cleanup.callback(_terminate, cloud, instance_id)
-
         address = _running_address(cloud, instance_id, spec.use_private_ip)
         yield Launched(instance_id, address, key_file)
+
+
+def _key_pair(
+    cloud: Cloud,
+    spec: Throwaway,
+    name: str,
+    key_file: Path,
+    record: Callable[[str, str], None],
+    cleanup: ExitStack,
+) -> Path:
+    """A temporary key pair, its private key written to `key_file` (mode 0600)."""
+    ec2 = cloud.client("ec2")
+    key = ec2.create_key_pair(
+        KeyName=name, KeyType="ed25519", TagSpecifications=_tags("key-pair", spec, name)
+    )
+    record("key-pair", name)
+    cleanup.callback(ec2.delete_key_pair, KeyName=name)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key["KeyMaterial"].rstrip("\n") + "\n", encoding="utf-8")
+    return key_file
+
+
+def _security_group(
+    cloud: Cloud,
+    spec: Throwaway,
+    name: str,
+    record: Callable[[str, str], None],
+    cleanup: ExitStack,
+) -> str:
+    """A temporary security group that lets only the runner reach SSH."""
+    ec2 = cloud.client("ec2")
+    group_id = ec2.create_security_group(
+        GroupName=name,
+        Description=f"goldenbake: SSH to verify {spec.image}",
+        VpcId=_vpc_of(cloud, spec.subnet_id),
+        TagSpecifications=_tags("security-group", spec, name),
+    )["GroupId"]
+    record("security-group", group_id)
+    cleanup.callback(ec2.delete_security_group, GroupId=group_id)
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": "goldenbake runner"}],
+            }
+        ],
+    )
+    return group_id
 
 
 def _running_address(cloud: Cloud, instance_id: str, private: bool) -> str:
