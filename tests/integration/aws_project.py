@@ -22,8 +22,11 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def toml_value(value: Any) -> str:
+    """A TOML value: inline tables for dicts, JSON for the rest (TOML accepts it)."""
     if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = {json.dumps(v)}' for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return json.dumps(value)
 
 

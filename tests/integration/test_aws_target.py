@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from bake.console import Console
 from bake.errors import InputError, StageFailed
 from bake.local import seed
 from bake.stages.render import render_image
-from tests.integration.aws_project import REPO, make_app, write_config
+from tests.integration.aws_project import REPO, make_app, toml_value, write_config
 from tests.unit.fakes import FakeRunner
 
 
@@ -223,3 +224,49 @@ def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypat
     ) == ["golden_base", "golden_web"]
     validated = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
     assert len(validated) == 2
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        ("ssm:/goldenbake-test/missing", "SSM parameter /goldenbake-test/missing does not exist"),
+        ({"filter": {"name": "no-such-image-*", "owners": ["self"]}}, "no AMI matches the filter"),
+        ("ami-0123456789abcdef0", "AMI ami-0123456789abcdef0 does not exist"),
+        ("image:parent", "image 'parent' has no verified AMI yet"),
+    ],
+)
+def test_a_base_that_resolves_to_nothing_is_bad_input_and_launches_nothing(
+    tmp_path: Path, moto_endpoint, cloud, base, message
+) -> None:
+    raw = tomllib.loads(write_config(tmp_path, moto_endpoint).read_text())
+    raw["images"]["base"]["base"] = base
+    raw["images"]["parent"] = {"base": "ami-0123456789abcdef0", "steps": [], "verify": ["suites"]}
+    config_path = tmp_path / "bake.toml"
+    config_path.write_text(toml_document(raw))
+    app = make_app(config_path)
+    app.runner.real = frozenset()
+    app.runner.on("packer", stdout="Packer v1.6.6\n")
+    with pytest.raises(InputError, match=message) as raised:
+        app.run("build", image="base")
+    assert raised.value.exit_code == 2
+    assert not [argv for argv in app.runner.calls if argv[:2] == ["packer", "build"]]
+    reservations = cloud.client("ec2").describe_instances()["Reservations"]
+    assert reservations == []
+
+
+def toml_document(raw: dict[str, Any]) -> str:
+    """The test's own config as TOML: top-level keys, then one table per image and service."""
+    text = "".join(
+        f"{key} = {toml_value(value)}\n"
+        for key, value in raw.items()
+        if not isinstance(value, dict)
+    )
+    for section in ("aws", "images", "services"):
+        if section == "aws":
+            text += "\n[aws]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in raw["aws"].items())
+            continue
+        for name, body in raw.get(section, {}).items():
+            text += f"\n[{section}.{name}]\n" + "".join(
+                f"{k} = {toml_value(v)}\n" for k, v in body.items()
+            )
+    return text
