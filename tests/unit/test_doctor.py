@@ -1,0 +1,59 @@
+"""`bake doctor` says what is missing and how to install it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bake.cli import main
+
+CONFIG = """
+[images.base]
+base = "debian:bookworm"
+steps = ["patch"]
+verify = ["suites"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose PATH holds a fake packer and the real ssh tools, and nothing else."""
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "bake.toml").write_text(CONFIG)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    packer = bin_dir / "packer"
+    packer.write_text("#!/bin/sh\necho 'Packer v1.6.6'\n")
+    packer.chmod(0o755)
+    for tool in ("ssh", "ssh-keygen"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("BAKE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_missing_tools_are_named_with_the_package_that_brings_them(project: Path, capsys) -> None:
+    code = main(["doctor", "--json"])
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    assert code == 1
+    assert checks["packer"]["ok"] and checks["packer"]["detail"] == "1.6.6"
+    assert checks["ssh"]["ok"]
+    assert not checks["qemu-system-x86_64"]["ok"]
+    assert checks["qemu-system-x86_64"]["fix"] == "apt-get install -y qemu-system-x86"
+    assert checks["mmdebstrap"]["fix"] == "apt-get install -y mmdebstrap"
+    assert checks["local cloud"]["ok"] and "not running" in checks["local cloud"]["detail"]
+    assert "accelerator" not in checks, "no QEMU, so no probe"
+
+
+def test_a_project_with_chef_steps_needs_ruby(project: Path, capsys) -> None:
+    (project / "bake.toml").write_text(
+        CONFIG.replace('steps = ["patch"]', 'steps = [{ chef = { run_list = ["recipe[x]"] } }]')
+    )
+    main(["doctor", "--json"])
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    assert checks["ruby"]["fix"] == "apt-get install -y ruby"
