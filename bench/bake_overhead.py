@@ -85,6 +85,7 @@ def main() -> int:
         print("packer is not installed: run `make install`", file=sys.stderr)
         return 2
 
+    was_running = json.loads(bake(config, state, "--json", "local", "status").stdout)["running"]
     started = time.monotonic()
     bake(config, state, "local", "up")
     print(f"warm-up (local cloud, base disk cached or built): {time.monotonic() - started:.1f}s")
@@ -120,6 +121,8 @@ def main() -> int:
         f"{(bake_seconds / packer_seconds - 1) * 100:+.1f}%)"
     )
     print("verify, register and the swap are work plain Packer does not do; they are listed above.")
+    if not was_running:
+        bake(config, state, "local", "down")
     return 0
 
 

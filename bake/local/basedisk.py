@@ -261,7 +261,7 @@ def _build_in(
             ["mke2fs", "-q", "-F", "-t", "ext4", "-E", f"offset={offset}",
              "-d", str(rootfs), str(raw), f"{size_mb - 1}M"]
         )  # fmt: skip
-    accelerator = qemu.choose_accelerator(runner, state.root, settings.accelerator)
+    accelerator = qemu.choose_accelerator(runner, state.local, settings.accelerator)
     with _phase(console_line, f"first boot under {accelerator} (installs grub)"):
         _first_boot(runner, raw, rootfs, logs / "firstboot-console.log", settings, accelerator)
     with _phase(console_line, "qcow2"):

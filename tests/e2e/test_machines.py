@@ -86,7 +86,7 @@ def test_base_disk_is_built_once_and_kept_by_digest(built: Built) -> None:
 
 def test_base_disk_boots_its_own_newest_kernel_through_grub(built: Built, tmp_path: Path) -> None:
     runner = Runner()
-    accelerator = qemu.choose_accelerator(runner, built.state.root, built.settings.accelerator)
+    accelerator = qemu.choose_accelerator(runner, built.state.local, built.settings.accelerator)
     started = time.monotonic()
     with qemu.boot(
         runner, built.disk.path, work_dir=tmp_path / "vm", accelerator=accelerator,
