@@ -51,6 +51,16 @@ class BaseSpec(Model):
         return f"{self.kind}:{self.value}"
 
 
+def _usable_name(name: str, kind: str) -> str:
+    """Names end up in AWS resource names and HCL labels: keep them plain."""
+    if not _NAME.match(name):
+        raise ValueError(
+            f"'{name}' is not a usable {kind} name (lowercase letters, digits and dashes, "
+            "starting with a letter)"
+        )
+    return name
+
+
 def _parse_base(raw: Any) -> BaseSpec:
     if isinstance(raw, BaseSpec):
         return raw
@@ -126,12 +136,7 @@ class ImageConfig(Model):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(
-                f"'{name}' is not a usable image name (lowercase letters, digits and dashes, "
-                "starting with a letter)"
-            )
-        return name
+        return _usable_name(name, "image")
 
     def base_for(self, target: str) -> BaseSpec:
         return self.base[target]
@@ -198,12 +203,7 @@ class ServiceConfig(Model):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(
-                f"'{name}' is not a usable service name (lowercase letters, digits and dashes, "
-                "starting with a letter)"
-            )
-        return name
+        return _usable_name(name, "service")
 
     @field_validator("shift_steps")
     @classmethod

@@ -51,16 +51,8 @@ def create_group(
     tags: dict[str, str] | None = None,
 ) -> None:
     """Create a group pinned to one launch template version (never $Latest)."""
-    minimum, desired, maximum = capacity
     cloud.client("autoscaling").create_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate={
-            "LaunchTemplateId": launch_template_id,
-            "Version": str(launch_template_version),
-        },
-        MinSize=minimum,
-        DesiredCapacity=desired,
-        MaxSize=maximum,
+        **_on_version(name, launch_template_id, launch_template_version, capacity),
         VPCZoneIdentifier=subnets,
         TargetGroupARNs=target_group_arns,
         HealthCheckType=health_check_type,
@@ -85,17 +77,23 @@ def set_launch_template(
     capacity: tuple[int, int, int],
 ) -> None:
     """Point a group at a launch template version and give it a capacity."""
-    minimum, desired, maximum = capacity
     cloud.client("autoscaling").update_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate={
-            "LaunchTemplateId": launch_template_id,
-            "Version": str(launch_template_version),
-        },
-        MinSize=minimum,
-        DesiredCapacity=desired,
-        MaxSize=maximum,
+        **_on_version(name, launch_template_id, launch_template_version, capacity)
     )
+
+
+def _on_version(
+    name: str, launch_template_id: str, version: int | str, capacity: tuple[int, int, int]
+) -> dict[str, Any]:
+    """The request fields that pin a group to a launch template version at a capacity."""
+    minimum, desired, maximum = capacity
+    return {
+        "AutoScalingGroupName": name,
+        "LaunchTemplate": {"LaunchTemplateId": launch_template_id, "Version": str(version)},
+        "MinSize": minimum,
+        "DesiredCapacity": desired,
+        "MaxSize": maximum,
+    }
 
 
 def scale_to_zero(cloud: Cloud, name: str, timeout: float) -> bool:
