@@ -47,3 +47,19 @@ def hold_all(directory: Path, names: list[str], holder: str) -> Iterator[None]:
         for name in sorted(set(names)):
             stack.enter_context(hold(directory, name, holder))
         yield
+
+
+@contextmanager
+def waiting(directory: Path, name: str) -> Iterator[None]:
+    """Hold the lock called `name`, waiting for another holder to finish (for shared work, such
+    as building the base disk, that a second run should reuse rather than refuse)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bake import locks
 from bake.config import LocalSettings
 from bake.errors import BakeError, InputError
 from bake.history import History
@@ -216,6 +217,23 @@ def build(
     if sha and store.exists(sha):
         return BaseDisk(store.path(sha), sha, digest, suite)
     require_root(os.geteuid())
+    with locks.waiting(state.locks, f"base-disk-{digest[:16]}"):
+        sha = _read_index(index_path).get(digest)
+        if sha and store.exists(sha):
+            return BaseDisk(store.path(sha), sha, digest, suite)
+        return _build_and_store(runner, state, settings, recipe, store, console_line)
+
+
+def _build_and_store(
+    runner: Runner,
+    state: StateDir,
+    settings: LocalSettings,
+    recipe: Recipe,
+    store: ImageStore,
+    console_line: Callable[[str], None],
+) -> BaseDisk:
+    """Build the disk in a work dir removed on every path, store it, index it by its digest."""
+    suite, digest, index_path = recipe.suite, recipe.digest(), state.store / INDEX_NAME
     console_line(f"base disk debian-{suite} {digest[:12]}: not built yet, building")
     work = state.work_dir(f"base-{digest[:16]}")
     logs = state.logs / f"base-disk-{digest[:12]}"

@@ -226,3 +226,26 @@ def test_history_marks_runs_of_dead_processes_interrupted(tmp_path: Path) -> Non
     run_id = history.start_run("build", "base", "local")
     history._write("UPDATE runs SET pid = 999999999 WHERE run_id = ?", (run_id,))
     assert history.runs()[0]["status"] == "interrupted"
+
+
+def test_a_waiting_lock_lets_the_second_holder_in_after_the_first(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def first() -> None:
+        with locks.waiting(tmp_path, "base-disk-x"):
+            order.append("first in")
+            first_in.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(5)
+    with locks.waiting(tmp_path, "base-disk-x"):
+        order.append("second in")
+    thread.join(5)
+    assert order == ["first in", "first out", "second in"]
