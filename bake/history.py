@@ -176,9 +176,9 @@ class History:
         result = []
         for row in self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,)):
             run = dict(row)
-            if run["status"] == "running" and not pid_alive(run.pop("pid")):
+            pid = run.pop("pid")
+            if run["status"] == "running" and not pid_alive(pid):
                 run["status"] = "interrupted"
-            run.pop("pid", None)
             run["seconds"] = _seconds_between(run["started"], run["finished"])
             run["stages"] = [
                 {

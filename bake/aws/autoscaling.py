@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import WaiterError
 
 from bake.aws.session import Cloud
+from bake.aws.tags import tags_of
 from bake.polling import wait_until, waiter_config
 
 
@@ -62,11 +63,6 @@ def create_group(
             for key, value in (tags or {}).items()
         ],
     )
-
-
-def group_tags(group: dict[str, Any]) -> dict[str, str]:
-    """The group's tags as a dict."""
-    return {tag["Key"]: tag["Value"] for tag in group.get("Tags", [])}
 
 
 def set_launch_template(
@@ -183,9 +179,7 @@ def create_like(
     tags: dict[str, str],
 ) -> None:
     """Create a group with the subnets, health checks and tags of `source`, `tags` laid over."""
-    inherited = {
-        key: value for key, value in group_tags(source).items() if not key.startswith("aws:")
-    }
+    inherited = {key: value for key, value in tags_of(source).items() if not key.startswith("aws:")}
     create_group(
         cloud,
         name,

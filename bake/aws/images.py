@@ -6,6 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bake.aws.tags import tags_of
 from bake.config import BaseSpec
 from bake.errors import BakeError, InputError
 
@@ -25,10 +26,6 @@ def describe(cloud: Any, ami: str) -> dict[str, Any] | None:
             return None
         raise
     return images[0] if images else None
-
-
-def tags_of(image: dict[str, Any]) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])}
 
 
 def is_verified(cloud: Any, ami: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from bake.aws import autoscaling, elbv2, launch_templates
 from bake.aws.session import Cloud
+from bake.aws.tags import tags_of
 from bake.config import Config, ServiceConfig
 
 SEED_TAG = "bake:local-seed"
@@ -26,10 +27,6 @@ def _seed_vpc(cloud: Cloud) -> dict[str, Any] | None:
         Filters=[{"Name": f"tag:{SEED_TAG}", "Values": ["true"]}]
     )["Vpcs"]
     return vpcs[0] if vpcs else None
-
-
-def _tags(resource: dict[str, Any]) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
 
 
 def _create_vpc(cloud: Cloud) -> str:
@@ -160,7 +157,9 @@ def ensure_seeded(cloud: Cloud, config: Config, base_ami: str) -> bool:
     """Give every configured service a blue environment on the local cloud; True if it seeded."""
     vpc = _seed_vpc(cloud)
     seeded = {
-        key.removeprefix(SEEDED_PREFIX) for key in _tags(vpc or {}) if key.startswith(SEEDED_PREFIX)
+        key.removeprefix(SEEDED_PREFIX)
+        for key in tags_of(vpc or {})
+        if key.startswith(SEEDED_PREFIX)
     }
     missing = [service for name, service in config.services.items() if name not in seeded]
     if vpc and not missing:

@@ -17,7 +17,7 @@ from bake.aws import images
 from bake.context import RunContext
 from bake.errors import StageFailed
 from bake.stages.base import Outcome, Stage
-from bake.targets.base import Built
+from bake.targets.base import Built, SshHost
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Verify(Stage):
             junit=str(junit),
         )
 
-    def _run_suites(self, host, built: Built, junit: Path) -> None:  # noqa: ANN001
+    def _run_suites(self, host: SshHost, built: Built, junit: Path) -> None:
         ctx, image = self.ctx, self.ctx.require_image()
         ini = junit.with_suffix(".ini")
         ini.write_text("[pytest]\njunit_family = xunit2\n", encoding="utf-8")
