@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from bake import config as config_module
 from bake import locks, pipeline
@@ -16,25 +15,27 @@ from bake.console import Console
 from bake.context import RunContext
 from bake.errors import ConfigError
 from bake.history import History
+from bake.records import RunOptions
 from bake.runner import Runner
 from bake.state import StateDir
 from bake.targets.base import Target
 
 
-def _local_target() -> type:
+def _local_target() -> type[Target]:
     from bake.targets.local import LocalTarget
 
     return LocalTarget
 
 
-def _aws_target() -> type:
+def _aws_target() -> type[Target]:
     from bake.targets.aws import AwsTarget
 
     return AwsTarget
 
 
-# An explicit registry of targets: the name in bake.toml -> the class that implements it.
-TARGETS: dict[str, Callable[[], type]] = {"local": _local_target, "aws": _aws_target}
+# An explicit registry of targets: the name in bake.toml -> the class that implements it (imported
+# when first used, so that commands that need no target stay quick).
+TARGETS: dict[str, Callable[[], type[Target]]] = {"local": _local_target, "aws": _aws_target}
 
 
 class App:
@@ -77,7 +78,11 @@ class App:
         return factory()(self.config, self.state, self.history, self.runner, self.console)
 
     def context(
-        self, *, image: str | None = None, service: str | None = None, **options: Any
+        self,
+        *,
+        image: str | None = None,
+        service: str | None = None,
+        options: RunOptions | None = None,
     ) -> RunContext:
         service_config = self.config.service(service) if service else None
         image_name = image or (service_config.image if service_config else None)
@@ -91,14 +96,19 @@ class App:
             console=self.console,
             image=image_config,
             service=service_config,
-            options={key: value for key, value in options.items() if value is not None},
+            options=options or RunOptions(),
         )
 
     def run(
-        self, command: str, *, image: str | None = None, service: str | None = None, **options: Any
-    ) -> dict[str, Any]:
+        self,
+        command: str,
+        *,
+        image: str | None = None,
+        service: str | None = None,
+        options: RunOptions | None = None,
+    ) -> pipeline.RunResult:
         """Run a pipeline command under the locks of what it changes."""
-        ctx = self.context(image=image, service=service, **options)
+        ctx = self.context(image=image, service=service, options=options)
         holder = f"bake {command} (pid {os.getpid()})"
         with locks.hold_all(self.state.locks, pipeline.lock_names(ctx, command), holder):
             return pipeline.execute(ctx, command)

@@ -18,7 +18,9 @@ import click
 from bake import doctor as doctor_module
 from bake.app import App
 from bake.console import duration
-from bake.errors import BakeError
+from bake.errors import BakeError, ChecksFailed
+from bake.pipeline import RunResult
+from bake.records import RunOptions, Traffic, VerifiedAmi
 
 pass_app = click.make_pass_decorator(App)
 
@@ -47,13 +49,11 @@ def emit(app: App, result: Any, human: str) -> None:
         click.echo(human)
 
 
-def emit_rollout(app: App, service: str, result: dict[str, Any]) -> None:
-    emit(
-        app,
-        result,
-        f"{service}: {result.get('live_color')} is live on {result.get('ami')} "
-        f"(run {result['run_id']})",
-    )
+def emit_rollout(app: App, service: str, result: RunResult) -> None:
+    traffic, rolled_out = result.records.get(Traffic), result.records.get(VerifiedAmi)
+    live = traffic.live_color if traffic else None
+    ami = (traffic and traffic.ami) or (rolled_out.ami if rolled_out else None)
+    emit(app, result.to_dict(), f"{service}: {live} is live on {ami} (run {result.run_id})")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,9 +75,9 @@ def cli(ctx: click.Context, config_path: Path | None, json_output: bool, debug: 
 
 
 def _image_command(command: str, summary: str, *extra_options: Any) -> None:
-    def handler(app: App, image: str, **options: Any) -> None:
-        result = app.run(command, image=image, **options)
-        emit(app, result, f"{command} {image}: {result['status']} (run {result['run_id']})")
+    def handler(app: App, image: str, **flags: bool) -> None:
+        result = app.run(command, image=image, options=RunOptions(**flags))
+        emit(app, result.to_dict(), f"{command} {image}: {result.status} (run {result.run_id})")
 
     handler.__doc__ = summary
     for option in extra_options:
@@ -89,7 +89,7 @@ _image_command("render", "Render IMAGE's Packer template and validate it.")
 _image_command(
     "build",
     "Render and build IMAGE with Packer (reused when its inputs were built already).",
-    click.option("--rebuild", is_flag=True, default=None, help="Build even if reusable."),
+    click.option("--rebuild", is_flag=True, help="Build even if reusable."),
 )
 _image_command(
     "verify",
@@ -98,7 +98,6 @@ _image_command(
         "--again",
         "reverify",
         is_flag=True,
-        default=None,
         help="Verify even if these suites passed on this build before.",
     ),
 )
@@ -112,13 +111,8 @@ _image_command("register", "Tag IMAGE's newest verified build and publish it as 
 @pass_app
 def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
     """Bake SERVICE's image, verify, register, and roll it out blue/green."""
-    result = app.run(
-        "bake-and-swap",
-        service=service,
-        rebuild=rebuild or None,
-        reverify=rebuild or None,
-    )
-    emit_rollout(app, service, result)
+    options = RunOptions(rebuild=rebuild, reverify=rebuild)
+    emit_rollout(app, service, app.run("bake-and-swap", service=service, options=options))
 
 
 @cli.command()
@@ -128,8 +122,7 @@ def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
 @pass_app
 def swap(app: App, service: str, ami: str | None) -> None:
     """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
-    result = app.run("swap", service=service, ami=ami)
-    emit_rollout(app, service, result)
+    emit_rollout(app, service, app.run("swap", service=service, options=RunOptions(ami=ami)))
 
 
 @cli.command()
@@ -139,7 +132,8 @@ def swap(app: App, service: str, ami: str | None) -> None:
 def rollback(app: App, service: str) -> None:
     """Send SERVICE's traffic back to its standby colour."""
     result = app.run("rollback", service=service)
-    emit(app, result, f"{service}: {result.get('live_color')} is live again on {result.get('ami')}")
+    traffic = result.records.need(Traffic, "rollback")
+    emit(app, result.to_dict(), f"{service}: {traffic.live_color} is live again on {traffic.ami}")
 
 
 @cli.command()
@@ -153,22 +147,20 @@ def status(app: App, service: str) -> None:
 
     service_config = app.config.service(service)
     app.target.prepare()
-    state = bluegreen.describe(app.target.cloud, service_config).to_dict()
+    state = bluegreen.describe(app.target.cloud, service_config)
     image = plan_module.plan_image(app.config, app.target, service_config.image)
-    state["image"] = image.to_dict()
     lines = [f"service {service}"]
-    for role in ("live", "standby"):
-        colour = state[role]
+    for role, colour in (("live", state.live), ("standby", state.standby)):
         if colour is None:
             lines.append(f"  {role}: none")
             continue
         lines.append(
-            f"  {role}: {colour['color']} asg={colour['asg']} ami={colour['ami']} "
-            f"launch-template-version={colour['launch_template_version']} "
-            f"weight={colour['weight']} healthy={colour['healthy']}/{colour['desired']}"
+            f"  {role}: {colour.color} asg={colour.asg} ami={colour.ami} "
+            f"launch-template-version={colour.launch_template_version} "
+            f"weight={colour.weight} healthy={colour.healthy}/{colour.desired}"
         )
     lines.append(f"  image {image.image}: {image.action} ({image.reason})")
-    emit(app, state, "\n".join(lines))
+    emit(app, {**state.to_dict(), "image": image.to_dict()}, "\n".join(lines))
 
 
 @cli.command()
@@ -181,8 +173,12 @@ def retire(app: App, image: str, keep: int, dry_run: bool) -> None:
     """Deregister IMAGE's old AMIs and delete their snapshots (never one in use)."""
     if keep < 1:
         raise click.BadParameter("must be at least 1", param_hint="--keep")
-    result = app.run("retire", image=image, keep=keep, dry_run=dry_run or None)
-    emit(app, result.get("decisions", []), f"{image}: {result['status']} (run {result['run_id']})")
+    result = app.run("retire", image=image, options=RunOptions(keep=keep, dry_run=dry_run))
+    emit(
+        app,
+        result.to_dict().get("decisions", []),
+        f"{image}: {result.status} (run {result.run_id})",
+    )
 
 
 @cli.command()
@@ -222,15 +218,15 @@ def history(app: App, limit: int) -> None:
     runs = app.history.runs(limit)
     lines = []
     for run in runs:
-        took = duration(run["seconds"]) if run["seconds"] is not None else "-"
+        took = duration(run.seconds) if run.seconds is not None else "-"
         lines.append(
-            f"{run['run_id']}  {run['command']:<13} {run['subject']:<10} "
-            f"{run['status']:<11} {took:>7}  {run['ami'] or ''}"
+            f"{run.run_id}  {run.command:<13} {run.subject:<10} "
+            f"{run.status:<11} {took:>7}  {run.ami or ''}"
         )
-        for stage in run["stages"]:
-            seconds = duration(stage["seconds"]) if stage["seconds"] is not None else "-"
-            lines.append(f"    {stage['name']:<16} {stage['status']:<10} {seconds:>7}")
-    emit(app, runs, "\n".join(lines) or "no runs yet")
+        for stage in run.stages:
+            seconds = duration(stage.seconds) if stage.seconds is not None else "-"
+            lines.append(f"    {stage.name:<16} {stage.status:<10} {seconds:>7}")
+    emit(app, [run.to_dict() for run in runs], "\n".join(lines) or "no runs yet")
 
 
 @cli.group()
@@ -293,45 +289,45 @@ def doctor(app: App) -> None:
         for check in checks
     ]
     emit(app, [check.__dict__ for check in checks], "\n".join(lines))
-    if not all(check.ok for check in checks if check.required):
-        raise SystemExit(1)
+    missing = [check.name for check in checks if check.required and not check.ok]
+    if missing:
+        raise ChecksFailed(
+            f"{len(missing)} required check(s) failed: {', '.join(missing)}",
+            hint="install what is missing as shown above",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, the right exit code, tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="bake", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+        code = cli.main(args=args, prog_name="bake", standalone_mode=False)
+    except BaseException as exc:  # the one place every failure becomes a line and an exit code
+        return report(exc, debug="--debug" in args)
+    return code if isinstance(code, int) else 0
+
+
+def report(exc: BaseException, *, debug: bool) -> int:
+    """Print one line for `exc` on stderr and give the exit code it calls for."""
+    if isinstance(exc, click.exceptions.Abort):
         click.echo("error: interrupted", err=True)
         return 130
-    except click.ClickException as exc:
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo("error: interrupted; the interrupted stage was undone", err=True)
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    if debug:
+        traceback.print_exc()
+    if isinstance(exc, BakeError | click.ClickException):
         hint = " (run bake --help)" if isinstance(exc, click.UsageError) else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
-    except BakeError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc.format_message()}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; the interrupted stage was undone", err=True)
-        return 130
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception as exc:  # a bug, not bad input: say so in one line unless debugging
-        if debug:
-            traceback.print_exc()
-        click.echo(
-            f"error: internal error: {type(exc).__name__}: {exc} "
-            "(run with --debug for the traceback)",
-            err=True,
-        )
-        return 1
-    return 0
+    click.echo(
+        f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        err=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

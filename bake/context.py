@@ -1,19 +1,18 @@
-"""What every stage of a run can see: the config, the target, history, the runner, and the outputs
-of the stages before it."""
+"""What every stage of a run can see: the config, the target, history, the runner, the options the
+command line gave, and the records of the stages before it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from bake.config import Config, ImageConfig, ServiceConfig
 from bake.console import Console
+from bake.errors import BakeError
 from bake.history import History
+from bake.records import Records, RunOptions
 from bake.runner import Runner
 from bake.state import StateDir
-
-if TYPE_CHECKING:
-    from bake.targets.base import Target
+from bake.targets.base import Target
 
 
 @dataclass
@@ -28,8 +27,8 @@ class RunContext:
     command: str = ""
     image: ImageConfig | None = None
     service: ServiceConfig | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    records: Records = field(default_factory=Records)
+    options: RunOptions = field(default_factory=RunOptions)
     stage: str = ""
 
     def record_resource(self, kind: str, resource_id: str) -> None:
@@ -37,9 +36,11 @@ class RunContext:
         self.history.record_resource(self.run_id, self.stage, kind, resource_id)
 
     def require_image(self) -> ImageConfig:
-        assert self.image is not None, f"stage {self.stage} needs an image"
+        if self.image is None:
+            raise BakeError(f"stage {self.stage} needs an image")
         return self.image
 
     def require_service(self) -> ServiceConfig:
-        assert self.service is not None, f"stage {self.stage} needs a service"
+        if self.service is None:
+            raise BakeError(f"stage {self.stage} needs a service")
         return self.service

@@ -59,6 +59,15 @@ class CommandFailed(BakeError):
         self.output = output
 
 
+class CommandTimedOut(BakeError):
+    """A subprocess did not finish in time; the runner stopped it."""
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        super().__init__(f"{argv[0]} did not finish within {timeout:.0f}s")
+        self.argv = argv
+        self.timeout = timeout
+
+
 class LockHeld(BakeError):
     """Another run holds the lock of a service or image."""
 
@@ -67,5 +76,11 @@ class LockHeld(BakeError):
 
 class ToolMissing(BakeError):
     """A program the toolkit needs is not installed."""
+
+    exit_code = 1
+
+
+class ChecksFailed(BakeError):
+    """`bake doctor` found something the toolkit needs missing."""
 
     exit_code = 1

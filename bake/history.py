@@ -11,11 +11,13 @@ import os
 import secrets
 import sqlite3
 from contextlib import closing
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bake.localhost import pid_alive
+from bake.records import Built
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -83,17 +85,102 @@ CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, digest);
 """
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def _seconds_between(started: str, finished: str | None) -> float | None:
     if not finished:
         return None
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
-    return round(
-        (datetime.strptime(finished, fmt) - datetime.strptime(started, fmt)).total_seconds(), 3
-    )
+    elapsed = datetime.strptime(finished, TIME_FORMAT) - datetime.strptime(started, TIME_FORMAT)
+    return round(elapsed.total_seconds(), 3)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    name: str
+    status: str
+    started: str
+    finished: str | None
+    seconds: float | None
+    detail: str | None
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    stage: str
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as `bake history --json` shows it; a run whose process is gone reads `interrupted`."""
+
+    run_id: str
+    command: str
+    subject: str
+    target: str
+    status: str
+    ami: str | None
+    error: str | None
+    started: str
+    finished: str | None
+    seconds: float | None
+    stages: tuple[StageRecord, ...]
+    resources: tuple[ResourceRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    run_id: str
+    image: str
+    digest: str
+    source_ami: str
+    artifact: str | None
+    ami: str | None
+    created: str
+
+    def built(self) -> Built:
+        return Built(self.image, self.digest, self.source_ami, self.artifact, self.ami)
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    sha256: str
+    image: str
+    path: str
+    ami: str | None
+    created: str
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    run_id: str
+    image: str
+    subject: str
+    suites_digest: str
+    passed: bool
+    kernel: str
+    junit: str
+    summary: str
+    finished: str
+
+
+@dataclass(frozen=True)
+class VerifiedBuild:
+    """The newest build of an image that passed verification, and what it was verified on."""
+
+    run_id: str
+    built: Built
+    kernel: str
 
 
 class History:
@@ -111,12 +198,12 @@ class History:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
-    def _write(self, sql: str, params: tuple = ()) -> int:
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with closing(self._connect()) as db, db:
             cursor = db.execute(sql, params)
             return cursor.lastrowid or 0
 
-    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with closing(self._connect()) as db:
             return db.execute(sql, params).fetchall()
 
@@ -171,53 +258,57 @@ class History:
             (run_id, stage, kind, resource_id, now()),
         )
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 50) -> list[RunRecord]:
         """The newest runs first, each with its stages and the resources it created."""
-        result = []
-        for row in self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,)):
-            run = dict(row)
-            pid = run.pop("pid")
-            if run["status"] == "running" and not pid_alive(pid):
-                run["status"] = "interrupted"
-            run["seconds"] = _seconds_between(run["started"], run["finished"])
-            run["stages"] = [
-                {
-                    "name": stage["name"],
-                    "status": stage["status"],
-                    "started": stage["started"],
-                    "finished": stage["finished"],
-                    "seconds": stage["seconds"],
-                    "detail": stage["detail"],
-                    "outputs": json.loads(stage["outputs"] or "{}"),
-                }
-                for stage in self._read(
-                    "SELECT * FROM stages WHERE run_id = ? ORDER BY id", (run["run_id"],)
-                )
-            ]
-            run["resources"] = [
-                {"stage": r["stage"], "kind": r["kind"], "id": r["resource_id"]}
-                for r in self._read(
-                    "SELECT * FROM resources WHERE run_id = ? ORDER BY id", (run["run_id"],)
-                )
-            ]
-            result.append(run)
-        return result
+        rows = self._read("SELECT * FROM runs ORDER BY started DESC, rowid DESC LIMIT ?", (limit,))
+        return [self._run(row) for row in rows]
+
+    def _run(self, row: sqlite3.Row) -> RunRecord:
+        status = row["status"]
+        if status == "running" and not pid_alive(row["pid"]):
+            status = "interrupted"
+        stages = tuple(
+            StageRecord(
+                stage["name"],
+                stage["status"],
+                stage["started"],
+                stage["finished"],
+                stage["seconds"],
+                stage["detail"],
+                json.loads(stage["outputs"] or "{}"),
+            )
+            for stage in self._read(
+                "SELECT * FROM stages WHERE run_id = ? ORDER BY id", (row["run_id"],)
+            )
+        )
+        resources = tuple(
+            ResourceRecord(resource["stage"], resource["kind"], resource["resource_id"])
+            for resource in self._read(
+                "SELECT * FROM resources WHERE run_id = ? ORDER BY id", (row["run_id"],)
+            )
+        )
+        return RunRecord(
+            row["run_id"],
+            row["command"],
+            row["subject"],
+            row["target"],
+            status,
+            row["ami"],
+            row["error"],
+            row["started"],
+            row["finished"],
+            _seconds_between(row["started"], row["finished"]),
+            stages,
+            resources,
+        )
 
     # builds, artifacts, verifications
 
-    def record_build(
-        self,
-        run_id: str,
-        image: str,
-        digest: str,
-        source_ami: str,
-        artifact: str | None,
-        ami: str | None,
-    ) -> None:
+    def record_build(self, run_id: str, built: Built) -> None:
         self._write(
             "INSERT INTO builds (run_id, image, digest, source_ami, artifact, ami, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, image, digest, source_ami, artifact, ami, now()),
+            (run_id, built.image, built.digest, built.source_ami, built.artifact, built.ami, now()),
         )
 
     def set_build_ami(self, image: str, digest: str, ami: str) -> None:
@@ -225,7 +316,7 @@ class History:
             "UPDATE builds SET ami = ? WHERE image = ? AND digest = ?", (ami, image, digest)
         )
 
-    def builds(self, image: str, digest: str | None = None) -> list[dict[str, Any]]:
+    def builds(self, image: str, digest: str | None = None) -> list[BuildRecord]:
         """Builds of an image, newest first; only those with `digest` when given."""
         if digest is None:
             rows = self._read("SELECT * FROM builds WHERE image = ? ORDER BY id DESC", (image,))
@@ -234,7 +325,18 @@ class History:
                 "SELECT * FROM builds WHERE image = ? AND digest = ? ORDER BY id DESC",
                 (image, digest),
             )
-        return [dict(row) for row in rows]
+        return [
+            BuildRecord(
+                row["run_id"],
+                row["image"],
+                row["digest"],
+                row["source_ami"],
+                row["artifact"],
+                row["ami"],
+                row["created"],
+            )
+            for row in rows
+        ]
 
     def record_artifact(self, sha256: str, image: str, path: Path) -> None:
         self._write(
@@ -246,16 +348,23 @@ class History:
     def set_artifact_ami(self, sha256: str, ami: str) -> None:
         self._write("UPDATE artifacts SET ami = ? WHERE sha256 = ?", (ami, sha256))
 
-    def artifact(self, sha256: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT * FROM artifacts WHERE sha256 = ?", (sha256,))
-        return dict(rows[0]) if rows else None
+    def _artifacts(self, where: str = "", params: tuple[Any, ...] = ()) -> list[ArtifactRecord]:
+        rows = self._read(f"SELECT * FROM artifacts {where} ORDER BY created", params)
+        return [
+            ArtifactRecord(row["sha256"], row["image"], row["path"], row["ami"], row["created"])
+            for row in rows
+        ]
 
-    def artifact_for_ami(self, ami: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT * FROM artifacts WHERE ami = ?", (ami,))
-        return dict(rows[0]) if rows else None
+    def artifact(self, sha256: str) -> ArtifactRecord | None:
+        found = self._artifacts("WHERE sha256 = ?", (sha256,))
+        return found[0] if found else None
 
-    def artifacts(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._read("SELECT * FROM artifacts ORDER BY created")]
+    def artifact_for_ami(self, ami: str) -> ArtifactRecord | None:
+        found = self._artifacts("WHERE ami = ?", (ami,))
+        return found[0] if found else None
+
+    def artifacts(self) -> list[ArtifactRecord]:
+        return self._artifacts()
 
     def record_verification(
         self,
@@ -285,22 +394,39 @@ class History:
             ),
         )
 
-    def verification(self, subject: str, suites_digest: str) -> dict[str, Any] | None:
+    def verification(self, subject: str, suites_digest: str) -> VerificationRecord | None:
         """The newest verification of `subject` (an artifact or AMI) by these suites."""
         rows = self._read(
             "SELECT * FROM verifications WHERE subject = ? AND suites_digest = ?"
             " ORDER BY id DESC LIMIT 1",
             (subject, suites_digest),
         )
-        return dict(rows[0]) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        return VerificationRecord(
+            row["run_id"],
+            row["image"],
+            row["subject"],
+            row["suites_digest"],
+            bool(row["passed"]),
+            row["kernel"] or "",
+            row["junit"] or "",
+            row["summary"] or "",
+            row["finished"],
+        )
 
-    def newest_verified(self, image: str) -> dict[str, Any] | None:
+    def newest_verified(self, image: str) -> VerifiedBuild | None:
         """The newest build of `image` that passed verification, with what it was verified on."""
         rows = self._read(
-            "SELECT b.artifact, b.ami, b.digest, b.source_ami, v.kernel, v.run_id"
+            "SELECT b.image, b.artifact, b.ami, b.digest, b.source_ami, v.kernel, v.run_id"
             " FROM verifications v JOIN builds b"
             " ON b.image = v.image AND (b.artifact = v.subject OR b.ami = v.subject)"
             " WHERE v.image = ? AND v.passed = 1 ORDER BY v.id DESC LIMIT 1",
             (image,),
         )
-        return dict(rows[0]) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        built = Built(row["image"], row["digest"], row["source_ami"], row["artifact"], row["ami"])
+        return VerifiedBuild(row["run_id"], built, row["kernel"] or "")

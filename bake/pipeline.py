@@ -7,10 +7,12 @@ failing stage's `undo()` before the failure is reported.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bake.context import RunContext
 from bake.errors import BakeError
+from bake.records import Records
 from bake.stages.base import Stage
 from bake.stages.build import Build
 from bake.stages.green_asg import GreenAsgStage
@@ -66,8 +68,29 @@ def lock_names(ctx: RunContext, command: str) -> list[str]:
     return names
 
 
-def execute(ctx: RunContext, command: str) -> dict[str, Any]:
-    """Run one command's stages in order; return the run's id and the stages' outputs."""
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, and the records its stages handed on."""
+
+    run_id: str
+    command: str
+    subject: str
+    status: str
+    records: Records
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as `--json` prints it: the run, then every record's outputs."""
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "subject": self.subject,
+            "status": self.status,
+            **self.records.outputs(),
+        }
+
+
+def execute(ctx: RunContext, command: str) -> RunResult:
+    """Run one command's stages in order; the run's id, status and the stages' records."""
     subject = _subject(ctx)
     ctx.command = command
     ctx.run_id = ctx.history.start_run(command, subject, ctx.target.name)
@@ -87,17 +110,7 @@ def execute(ctx: RunContext, command: str) -> dict[str, Any]:
         raise
     finally:
         ctx.history.finish_run(ctx.run_id, status, error)
-    return {
-        "run_id": ctx.run_id,
-        "command": command,
-        "subject": subject,
-        "status": status,
-        **{key: value for key, value in ctx.outputs.items() if _plain(value)},
-    }
-
-
-def _plain(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool | dict | list) or value is None
+    return RunResult(ctx.run_id, command, subject, status, ctx.records)
 
 
 def _run_stage(ctx: RunContext, name: str) -> None:
@@ -119,10 +132,12 @@ def _run_stage(ctx: RunContext, name: str) -> None:
         ctx.history.finish_stage(stage_id, state, reason)
         ctx.console.stage_finished(name, "failed", "", time.monotonic() - started)
         raise
-    ctx.outputs.update(outcome.outputs)
-    if isinstance(outcome.outputs.get("ami"), str):
-        ctx.history.set_run_ami(ctx.run_id, outcome.outputs["ami"])
-    ctx.history.finish_stage(stage_id, outcome.status, outcome.detail, outcome.outputs)
+    for record in outcome.records:
+        ctx.records.add(record)
+    outputs = outcome.outputs()
+    if isinstance(outputs.get("ami"), str):
+        ctx.history.set_run_ami(ctx.run_id, outputs["ami"])
+    ctx.history.finish_stage(stage_id, outcome.status, outcome.detail, outputs)
     ctx.console.stage_finished(name, outcome.status, outcome.detail, time.monotonic() - started)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake.errors import BakeError, CommandFailed
+from bake.errors import BakeError, CommandFailed, CommandTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Runner:
         except FileNotFoundError as exc:
             raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
         except subprocess.TimeoutExpired as exc:
-            raise BakeError(f"{argv[0]} did not finish within {timeout:.0f}s") from exc
+            raise CommandTimedOut(argv, timeout or 0) from exc
         result = Completed(
             argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
         )
@@ -193,7 +193,7 @@ class Runner:
         finally:
             deadline.cancel()
         if deadline.expired:
-            raise BakeError(f"{argv[0]} did not finish within {timeout:.0f}s")
+            raise CommandTimedOut(argv, timeout or 0)
         result = Completed(argv, returncode, "\n".join(tail), "", time.monotonic() - started)
         if check and not result.ok:
             raise CommandFailed(argv, returncode, result.stdout)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bake.errors import BakeError
 from bake.runner import Completed, Runner
-from bake.targets.base import SshHost
 
 KEY_NAME = "id_ed25519"
 CONFIG_NAME = "ssh_config"
@@ -24,6 +24,23 @@ SSH_OPTIONS = {
     "BatchMode": "yes",
     "ServerAliveInterval": "10",
 }
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """A machine reachable over SSH, as testinfra and the runner's ssh calls see it."""
+
+    host: str
+    port: int
+    user: str
+    identity_file: Path
+    config_file: Path
+
+    def testinfra_url(self) -> str:
+        return (
+            f"ssh://{self.user}@{self.host}:{self.port}"
+            f"?ssh_identity_file={self.identity_file}&ssh_config={self.config_file}"
+        )
 
 
 def ensure_keypair(runner: Runner, directory: Path) -> tuple[Path, Path]:

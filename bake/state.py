@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +52,12 @@ class StateDir:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def work_dir(self, name: str) -> Path:
-        """Scratch space for a build or a VM, removed by its owner."""
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """Scratch space for a build or a machine, removed on every way out of the block."""
         path = self.root / "work" / name
         path.mkdir(parents=True, exist_ok=True)
-        return path
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

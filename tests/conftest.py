@@ -22,6 +22,7 @@ from bake.config import Config, from_dict
 from bake.console import Console
 from bake.context import RunContext
 from bake.history import History
+from bake.records import Record, Records, RunOptions
 from bake.runner import Runner
 from bake.state import StateDir
 
@@ -134,7 +135,8 @@ def make_context(tmp_path: Path, config: Config, cloud: Cloud) -> Callable[..., 
         *,
         config: Config = config,
         cloud: Cloud = cloud,
-        outputs: dict[str, Any] | None = None,
+        records: tuple[Record, ...] = (),
+        options: RunOptions | None = None,
         command: str = "swap",
     ) -> RunContext:
         return RunContext(
@@ -146,7 +148,8 @@ def make_context(tmp_path: Path, config: Config, cloud: Cloud) -> Callable[..., 
             console=Console(quiet=True),
             run_id=history.start_run(command, service or "-", "local"),
             service=config.service(service) if service else None,
-            outputs=dict(outputs or {}),
+            records=Records(*records),
+            options=options or RunOptions(),
         )
 
     return make
@@ -192,14 +195,15 @@ def target_health(monkeypatch: pytest.MonkeyPatch) -> TargetHealth:
 
 
 def _run_stage(stage_class: type, ctx: RunContext) -> Any:
-    """Run one stage as the pipeline does: name it on the context, keep its outputs."""
+    """Run one stage as the pipeline does: name it on the context, keep its records."""
     ctx.stage = stage_class.name
     outcome = stage_class(ctx).run()
-    ctx.outputs.update(outcome.outputs)
+    for record in outcome.records:
+        ctx.records.add(record)
     return outcome
 
 
 @pytest.fixture
 def run_stage() -> Callable[[type, RunContext], Any]:
-    """`run_stage(StageClass, ctx)` runs a stage and merges its outputs into `ctx.outputs`."""
+    """`run_stage(StageClass, ctx)` runs a stage and adds its records to `ctx.records`."""
     return _run_stage

@@ -4,7 +4,6 @@ and everything deleted again on every path, including failures and Ctrl-C."""
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -70,19 +69,18 @@ def _terminate(cloud: Cloud, instance_id: str) -> None:
 
 @contextmanager
 def throwaway(
-    cloud: Cloud, spec: Throwaway, work_dir: Path, record: Callable[[str, str], None]
+    cloud: Cloud, spec: Throwaway, key_file: Path, record: Callable[[str, str], None]
 ) -> Iterator[Launched]:
     """Launch an instance from `spec.ami`, yield it once running, and remove all of it on exit.
 
+    The private key of its temporary key pair is written to `key_file`, which the caller owns.
     `record(kind, id)` is called for each resource as soon as it exists. Cleanup runs in reverse
     order: the instance is terminated before its security group and key pair are deleted.
     """
     ec2 = cloud.client("ec2")
     name = f"goldenbake-verify-{spec.image}-{secrets.token_hex(4)}"
     with ExitStack() as cleanup:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        cleanup.callback(shutil.rmtree, work_dir, True)
-        key_file = _key_pair(cloud, spec, name, work_dir / "id_ed25519", record, cleanup)
+        key_file = _key_pair(cloud, spec, name, key_file, record, cleanup)
         group_id = _security_group(cloud, spec, name, record, cleanup)
         request: dict[str, Any] = {
             "ImageId": spec.ami,

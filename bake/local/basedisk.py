@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -235,14 +234,11 @@ def _build_and_store(
     """Build the disk in a work dir removed on every path, store it, index it by its digest."""
     suite, digest, index_path = recipe.suite, recipe.digest(), state.store / INDEX_NAME
     console_line(f"base disk debian-{suite} {digest[:12]}: not built yet, building")
-    work = state.work_dir(f"base-{digest[:16]}")
     logs = state.logs / f"base-disk-{digest[:12]}"
     logs.mkdir(parents=True, exist_ok=True)
-    try:
+    with state.scratch(f"base-{digest[:16]}") as work:
         disk = _build_in(work, logs, runner, state, settings, recipe, console_line)
         sha = store.put(disk, IMAGE_PREFIX + suite)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     index = _read_index(index_path)
     index[digest] = sha
     _write_index(index_path, index)

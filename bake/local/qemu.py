@@ -12,16 +12,15 @@ import os
 import struct
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from bake import localhost, ssh
-from bake.errors import BakeError, InputError
+from bake.errors import BakeError, CommandTimedOut, InputError
 from bake.runner import Process, Runner
-from bake.targets.base import SshHost
+from bake.ssh import SshHost
 
 QEMU = "qemu-system-x86_64"
 ACCELERATORS = ("kvm", "tcg")
@@ -98,17 +97,16 @@ def probe(
             "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
             "-drive", f"file={_option_path(image)},format=raw,if=ide",
         ]  # fmt: skip
-        started = time.monotonic()
         try:
             result = runner.run(argv, check=False, timeout=timeout)
-        except BakeError as exc:
-            if time.monotonic() - started < timeout:
-                return Probe("tcg", f"the KVM probe could not run: {exc.message}")
+        except CommandTimedOut:
             return Probe(
                 "tcg",
                 f"a test guest under KVM did not finish within {timeout:.0f}s"
                 " (/dev/kvm opens but guests do not run at speed)",
             )
+        except BakeError as exc:
+            return Probe("tcg", f"the KVM probe could not run: {exc.message}")
     if result.returncode == PROBE_PASSED:
         return Probe("kvm", f"a test guest ran under KVM in {result.seconds:.1f}s")
     detail = _last_line(result.stderr)
@@ -269,7 +267,7 @@ def run_to_poweroff(
     )  # fmt: skip
     try:
         result = runner.run(argv, check=False, timeout=timeout)
-    except BakeError as exc:
+    except CommandTimedOut as exc:
         raise BakeError(
             f"the machine did not power off within {timeout:.0f}s{_tail(log_path)}",
             hint=f"console log: {log_path}",

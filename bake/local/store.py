@@ -76,11 +76,11 @@ class ImageStore:
 
     def ami(self, sha: str) -> str | None:
         record = self.history.artifact(sha)
-        return record["ami"] if record else None
+        return record.ami if record else None
 
     def sha_for_ami(self, ami: str) -> str | None:
         record = self.history.artifact_for_ami(ami)
-        return record["sha256"] if record else None
+        return record.sha256 if record else None
 
     def remove(self, sha: str) -> None:
         """Delete a disk whose AMI was retired; its history record stays, without an AMI."""

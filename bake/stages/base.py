@@ -1,30 +1,36 @@
-"""The shape every stage has: `run()` does one job and returns an Outcome; `undo()` puts back what a
-failed or interrupted `run()` changed."""
+"""The shape every stage has: `run()` does one job and returns an Outcome with the records it hands
+on; `undo()` puts back what a failed or interrupted `run()` changed in the cloud."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from bake.context import RunContext
+from bake.records import Record, Records
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     status: Literal["succeeded", "skipped"]
     detail: str = ""
-    outputs: dict[str, Any] = field(default_factory=dict)
+    records: tuple[Record, ...] = ()
 
     @classmethod
-    def done(cls, detail: str = "", **outputs: Any) -> Outcome:
-        return cls("succeeded", detail, outputs)
+    def done(cls, detail: str = "", *records: Record) -> Outcome:
+        return cls("succeeded", detail, records)
 
     @classmethod
-    def skipped(cls, detail: str, **outputs: Any) -> Outcome:
-        return cls("skipped", detail, outputs)
+    def skipped(cls, detail: str, *records: Record) -> Outcome:
+        return cls("skipped", detail, records)
+
+    def outputs(self) -> dict[str, object]:
+        """The records as history and `--json` show them."""
+        return Records(*self.records).outputs()
 
 
-class Stage:
+class Stage(ABC):
     """One step of a run. Raise StageFailed (or any BakeError) to fail it."""
 
     name: ClassVar[str]
@@ -32,8 +38,9 @@ class Stage:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
+    @abstractmethod
     def run(self) -> Outcome:
-        raise NotImplementedError
+        """Do the stage's one job, or find it done; the records it hands on."""
 
     def undo(self) -> None:
         """Called when `run()` raised or was interrupted; the default has nothing to undo."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +12,9 @@ from bake import chef, packer
 from bake.config import ImageConfig
 from bake.console import Progress, duration
 from bake.errors import CommandFailed, StageFailed
+from bake.records import Built, Rendered, SourceImage
 from bake.stages.base import Outcome, Stage
-from bake.stages.render import Rendered, render_image
-from bake.targets.base import Built, SourceImage
+from bake.stages.render import render_image
 
 DIGEST_VERSION = b"goldenbake-build-1"
 
@@ -43,55 +41,57 @@ def build_digest(
 
 class Build(Stage):
     name = "build"
-    work: Path | None = None
 
     def run(self) -> Outcome:
         ctx, image = self.ctx, self.ctx.require_image()
-        rendered = ctx.outputs.get("rendered") or render_image(ctx, image)
+        rendered = ctx.records.get(Rendered) or render_image(ctx, image)
         source = ctx.target.resolve_base(image)
-        ctx.outputs["source"] = source
         previous = ctx.history.newest_verified(image.name)
-        if previous and previous["source_ami"] != source.ami:
+        if previous and previous.built.source_ami != source.ami:
             ctx.console.line(
-                f"    base rotated: {image.name} was last verified on {previous['source_ami']}, "
+                f"    base rotated: {image.name} was last verified on {previous.built.source_ami}, "
                 f"its base is now {source.ami}"
             )
         digest = build_digest(
             rendered, source, image, ctx.target.name, datetime.now(UTC).date().isoformat()
         )
-        if not ctx.options.get("rebuild"):
+        if not ctx.options.rebuild:
             for earlier in ctx.history.builds(image.name, digest):
-                built = Built(
-                    image.name, digest, earlier["source_ami"], earlier["artifact"], earlier["ami"]
-                )
-                if ctx.target.still_exists(built):
+                if ctx.target.still_exists(earlier.built()):
                     return Outcome.skipped(
-                        f"inputs {digest[:12]} already built by run {earlier['run_id']}",
-                        built=asdict(built),
+                        f"inputs {digest[:12]} already built by run {earlier.run_id}",
+                        earlier.built(),
                     )
         built = self._packer_build(rendered, source, digest)
-        ctx.history.record_build(
-            ctx.run_id, image.name, digest, source.ami, built.artifact, built.ami
-        )
+        ctx.history.record_build(ctx.run_id, built)
         return Outcome.done(
             f"{built.ami or 'artifact ' + (built.artifact or '')[:12]} from {source.description}",
-            built=asdict(built),
+            built,
         )
 
     def _packer_build(self, rendered: Rendered, source: SourceImage, digest: str) -> Built:
         ctx, image = self.ctx, self.ctx.require_image()
-        self.work = ctx.state.work_dir(f"build-{image.name}-{ctx.run_id}")
-        manifest_path = self.work / "manifest.json"
-        variables = {
-            **source.variables,
-            "source_ami": source.ami,
-            "build_digest": digest,
-            "run_id": ctx.run_id,
-            "manifest_path": str(manifest_path),
-            **ctx.target.build_variables(self.work),
-        }
-        if package := chef.s3_package_url(image):
-            variables["chef_package_url"] = ctx.target.chef_package_url(package)
+        with ctx.state.scratch(f"build-{image.name}-{ctx.run_id}") as work:
+            manifest_path = work / "manifest.json"
+            variables = {
+                **source.variables,
+                "source_ami": source.ami,
+                "build_digest": digest,
+                "run_id": ctx.run_id,
+                "manifest_path": str(manifest_path),
+                **ctx.target.build_variables(work),
+            }
+            if package := chef.s3_package_url(image):
+                variables["chef_package_url"] = ctx.target.chef_package_url(package)
+            self._run_packer(rendered.path, variables, work)
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            built = ctx.target.collect(manifest, image, digest, source)
+        ctx.record_resource("ami" if built.ami else "artifact", built.ami or built.artifact or "")
+        return built
+
+    def _run_packer(self, template: Path, variables: dict[str, str], work: Path) -> None:
+        """`packer build` with these variables, its progress on the console, every line logged."""
+        ctx, image = self.ctx, self.ctx.require_image()
         argv = ["packer", "build", "-machine-readable", "-color=false"]
         for name, value in sorted(variables.items()):
             argv += ["-var", f"{name}={value}"]
@@ -109,12 +109,12 @@ class Build(Stage):
 
         try:
             ctx.runner.stream(
-                [*argv, str(rendered.path)],
+                [*argv, str(template)],
                 on_line=on_line,
                 log_path=log_path,
                 env={**packer.PACKER_ENV, **ctx.target.packer_environment()},
                 timeout=image.build_timeout,
-                cwd=self.work,
+                cwd=work,
             )
         except CommandFailed:
             reason = errors[-1].splitlines()[0] if errors else "see the log"
@@ -124,12 +124,3 @@ class Build(Stage):
                 hint=f"full log: {log_path}",
             ) from None
         ctx.console.line(f"    packer build {image.name} finished in {duration(progress.elapsed)}")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        built = ctx.target.collect(manifest, image, digest, source)
-        ctx.record_resource("ami" if built.ami else "artifact", built.ami or built.artifact or "")
-        shutil.rmtree(self.work, ignore_errors=True)
-        return built
-
-    def undo(self) -> None:
-        if self.work:
-            shutil.rmtree(self.work, ignore_errors=True)

@@ -11,6 +11,7 @@ from bake.aws import autoscaling, elbv2
 from bake.aws.session import Cloud
 from bake.context import RunContext
 from bake.errors import StageFailed
+from bake.records import LaunchTemplateVersion, Standby
 from bake.stages.base import Outcome, Stage
 
 Capacity = tuple[int, int, int]
@@ -28,8 +29,8 @@ class GreenAsgStage(Stage):
 
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
-        template_id = self.ctx.outputs["launch_template_id"]
-        version = int(self.ctx.outputs["launch_template_version"])
+        wanted = self.ctx.records.need(LaunchTemplateVersion, self.name)
+        template_id, version = wanted.launch_template_id, wanted.launch_template_version
         capacity = (service.capacity.min, service.capacity.desired, service.capacity.max)
         state = bluegreen.describe(cloud, service)
         color = bluegreen.other(state.live.color)
@@ -37,9 +38,7 @@ class GreenAsgStage(Stage):
         if standby and _serves(cloud, standby, template_id, version, service.capacity.desired):
             return Outcome.skipped(
                 f"{asg} already runs version {version}, healthy",
-                color=color,
-                asg=asg,
-                target_group_arn=standby.target_group_arn,
+                Standby(color, asg, standby.target_group_arn or ""),
             )
         target_group_arn = self._target_group(state, service.names(color).target_group)
         if standby is None:
@@ -61,9 +60,7 @@ class GreenAsgStage(Stage):
             )
         return Outcome.done(
             f"{asg} runs version {version} with {len(health.in_service)} healthy instances",
-            color=color,
-            asg=asg,
-            target_group_arn=target_group_arn,
+            Standby(color, asg, target_group_arn),
         )
 
     def _target_group(self, state: bluegreen.ServiceState, name: str) -> str:

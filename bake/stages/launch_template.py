@@ -9,6 +9,7 @@ from bake import bluegreen
 from bake.aws import launch_templates
 from bake.context import RunContext
 from bake.errors import StageFailed
+from bake.records import LaunchTemplateVersion, VerifiedAmi
 from bake.stages.base import Outcome, Stage
 
 
@@ -51,7 +52,7 @@ class LaunchTemplateStage(Stage):
     def run(self) -> Outcome:
         service = self.ctx.require_service()
         cloud = self.ctx.target.cloud
-        ami = self.ctx.outputs["ami"]
+        ami = self.ctx.records.need(VerifiedAmi, self.name).ami
         template_id, source_version = self._source()
         source = launch_templates.version(cloud, template_id, source_version)
         data = new_version_data(source["LaunchTemplateData"], ami, service.instance_type)
@@ -59,8 +60,7 @@ class LaunchTemplateStage(Stage):
         if existing is not None:
             return Outcome.skipped(
                 f"version {existing} of {service.launch_template} already runs {ami}",
-                launch_template_id=template_id,
-                launch_template_version=existing,
+                LaunchTemplateVersion(template_id, existing),
             )
         description = f"bake run {self.ctx.run_id}: {ami}"
         version = launch_templates.create_version(cloud, template_id, data, description)
@@ -72,8 +72,7 @@ class LaunchTemplateStage(Stage):
         )
         return Outcome.done(
             f"version {version} of {service.launch_template} runs {ami}",
-            launch_template_id=template_id,
-            launch_template_version=version,
+            LaunchTemplateVersion(template_id, version),
         )
 
     def undo(self) -> None:

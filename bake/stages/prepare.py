@@ -6,6 +6,7 @@ from __future__ import annotations
 from bake import bluegreen
 from bake.aws import images
 from bake.errors import BakeError, InputError
+from bake.records import VerifiedAmi
 from bake.stages.base import Outcome, Stage
 
 
@@ -23,12 +24,12 @@ class Prepare(Stage):
             raise InputError(exc.message, hint=exc.hint) from None
         detail = f"{ctx.service.name}: {state.live.color} is live on {state.live.ami}"
         if ctx.command == "swap":
-            return Outcome.done(detail, ami=self._verified_ami())
+            return Outcome.done(detail, VerifiedAmi(self._verified_ami()))
         return Outcome.done(detail)
 
     def _verified_ami(self) -> str:
         ctx, service = self.ctx, self.ctx.require_service()
-        ami = ctx.options.get("ami") or images.published(ctx.target.cloud, service.image)
+        ami = ctx.options.ami or images.published(ctx.target.cloud, service.image)
         if ami is None:
             raise InputError(
                 f"image {service.image} has no published AMI to swap to",

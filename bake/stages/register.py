@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bake.aws import images
 from bake.errors import StageFailed
+from bake.records import Published, Verification, VerifiedAmi
 from bake.stages.base import Outcome, Stage
 from bake.stages.verify import latest_build, suite_files, suites_digest
 
@@ -15,36 +16,48 @@ class Register(Stage):
     def run(self) -> Outcome:
         ctx, image = self.ctx, self.ctx.require_image()
         built = latest_build(ctx)
-        kernel = ctx.outputs.get("kernel")
-        if not ctx.outputs.get("verified"):
-            subject = built.artifact or built.ami or ""
-            check = ctx.history.verification(subject, suites_digest(suite_files(ctx)))
-            if not check or not check["passed"]:
-                raise StageFailed(
-                    "register",
-                    f"the newest build of {image.name} has not passed its suites",
-                    hint=f"run bake verify {image.name}",
-                )
-            kernel = check["kernel"]
+        kernel = self._verified_kernel(built.subject)
         cloud = ctx.target.cloud
         ami = ctx.target.ensure_ami(built)
         ctx.history.set_build_ami(image.name, built.digest, ami)
-        wanted = images.lineage_tags(
-            image=image.name,
-            digest=built.digest,
-            source_ami=built.source_ami,
-            verified=True,
-            kernel=kernel or "",
-            run_id=ctx.run_id,
-        )
+        parameter = images.parameter_name(image.name)
         current = images.tags_of(images.describe(cloud, ami) or {})
         if images.published(cloud, image.name) == ami and current.get("bake:verified") == "true":
-            return Outcome.skipped(f"{ami} is already the published latest", ami=ami)
-        images.tag(cloud, ami, wanted)
+            return Outcome.skipped(
+                f"{ami} is already the published latest",
+                VerifiedAmi(ami),
+                Published(ami, parameter),
+            )
+        images.tag(
+            cloud,
+            ami,
+            images.lineage_tags(
+                image=image.name,
+                digest=built.digest,
+                source_ami=built.source_ami,
+                verified=True,
+                kernel=kernel,
+                run_id=ctx.run_id,
+            ),
+        )
         version = images.publish(cloud, image.name, ami)
         return Outcome.done(
-            f"{ami} published as {images.parameter_name(image.name)} (version {version})",
-            ami=ami,
-            parameter=images.parameter_name(image.name),
-            parameter_version=version,
+            f"{ami} published as {parameter} (version {version})",
+            VerifiedAmi(ami),
+            Published(ami, parameter, version),
         )
+
+    def _verified_kernel(self, subject: str) -> str:
+        """The kernel the build was verified on, by this run or, with the same suites, earlier."""
+        ctx = self.ctx
+        verification = ctx.records.get(Verification)
+        if verification is not None:
+            return verification.kernel
+        check = ctx.history.verification(subject, suites_digest(suite_files(ctx)))
+        if check is None or not check.passed:
+            raise StageFailed(
+                "register",
+                f"the newest build of {ctx.require_image().name} has not passed its suites",
+                hint=f"run bake verify {ctx.require_image().name}",
+            )
+        return check.kernel

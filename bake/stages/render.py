@@ -3,7 +3,6 @@ with python-hcl2, then checked by `packer validate`. Nothing boots and no cloud 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from bake import packer, templates
@@ -11,15 +10,8 @@ from bake.config import ImageConfig
 from bake.context import RunContext
 from bake.errors import CommandFailed, InputError
 from bake.provisioners import StepContext, blocks_for
+from bake.records import Rendered
 from bake.stages.base import Outcome, Stage
-
-
-@dataclass(frozen=True)
-class Rendered:
-    path: Path
-    text: str
-    files: tuple[Path, ...]
-    packer_version: str
 
 
 def render_image(ctx: RunContext, image: ImageConfig) -> Rendered:
@@ -80,11 +72,5 @@ class Render(Stage):
     name = "render"
 
     def run(self) -> Outcome:
-        image = self.ctx.require_image()
-        rendered = render_image(self.ctx, image)
-        self.ctx.outputs["rendered"] = rendered
-        return Outcome.done(
-            f"{rendered.path} (packer {rendered.packer_version})",
-            template=str(rendered.path),
-            packer_version=rendered.packer_version,
-        )
+        rendered = render_image(self.ctx, self.ctx.require_image())
+        return Outcome.done(f"{rendered.path} (packer {rendered.packer_version})", rendered)

@@ -3,8 +3,22 @@ ones and every AMI in use. With `dry_run`, only say what would happen."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from bake import retire
+from bake.records import Record
 from bake.stages.base import Outcome, Stage
+
+
+@dataclass(frozen=True)
+class Retirement(Record):
+    """What was decided for each AMI of the image, newest first."""
+
+    decisions: tuple[retire.Decision, ...]
+
+    def outputs(self) -> dict[str, Any]:
+        return {"decisions": [decision.to_dict() for decision in self.decisions]}
 
 
 class Retire(Stage):
@@ -12,23 +26,19 @@ class Retire(Stage):
 
     def run(self) -> Outcome:
         ctx, image = self.ctx, self.ctx.require_image()
-        keep = int(ctx.options.get("keep", 3))
+        keep, dry_run = ctx.options.keep, ctx.options.dry_run
         decisions = retire.decide(ctx.target.cloud, image.name, keep)
         doomed = [decision for decision in decisions if not decision.keep]
         for decision in decisions:
-            verb = (
-                "keep"
-                if decision.keep
-                else ("would retire" if ctx.options.get("dry_run") else "retire")
-            )
+            verb = "keep" if decision.keep else ("would retire" if dry_run else "retire")
             ctx.console.line(f"    {verb} {decision.ami} ({decision.created}): {decision.reason}")
-        if not ctx.options.get("dry_run"):
+        if not dry_run:
             for decision in doomed:
                 ctx.record_resource("retired-ami", decision.ami)
                 retire.retire(ctx.target.cloud, decision)
                 ctx.target.discard(decision.ami)
-        verb = "would retire" if ctx.options.get("dry_run") else "retired"
+        verb = "would retire" if dry_run else "retired"
         return Outcome.done(
             f"{verb} {len(doomed)} of {len(decisions)} AMIs of {image.name}",
-            decisions=[decision.to_dict() for decision in decisions],
+            Retirement(tuple(decisions)),
         )

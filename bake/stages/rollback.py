@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bake import bluegreen
+from bake.records import Traffic
 from bake.stages.base import Outcome, Stage
 
 
@@ -16,6 +17,5 @@ class Rollback(Stage):
         )
         return Outcome.done(
             f"{state.live.color} is live again on {state.live.ami}",
-            live_color=state.live.color,
-            ami=state.live.ami,
+            Traffic(state.live.color, state.live.ami),
         )

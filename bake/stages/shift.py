@@ -11,6 +11,7 @@ from bake import bluegreen
 from bake.aws import autoscaling
 from bake.context import RunContext
 from bake.errors import StageFailed
+from bake.records import Standby, Traffic
 from bake.stages.base import Outcome, Stage
 
 # Between steps; tests replace it so they do not wait.
@@ -29,14 +30,15 @@ class ShiftStage(Stage):
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         state = bluegreen.describe(cloud, service)
-        target = self.ctx.outputs.get("color") or bluegreen.other(state.live.color)
+        standby = self.ctx.records.get(Standby)
+        target = standby.color if standby else bluegreen.other(state.live.color)
         previous = bluegreen.other(target)
         colors = {entry.color: entry for entry in (state.live, state.standby) if entry}
         if target not in colors or not colors[target].target_group_arn:
             raise StageFailed(self.name, f"{target} has no Auto Scaling group or target group")
         previous_weight = colors[previous].weight if previous in colors else 0
         if colors[target].weight == 100 and previous_weight == 0:
-            return Outcome.skipped(f"{target} already takes all traffic", live_color=target)
+            return Outcome.skipped(f"{target} already takes all traffic", Traffic(target))
         self._previous_live = previous
         for index, weight in enumerate(service.shift_steps):
             if index:
@@ -45,7 +47,7 @@ class ShiftStage(Stage):
             bluegreen.route(cloud, state, {target: weight, previous: 100 - weight})
             self.ctx.console.status(f"    traffic: {target} {weight}%, {previous} {100 - weight}%")
         self.ctx.console.line(f"    {target} takes 100% of traffic; {previous} kept running")
-        return Outcome.done(f"{target} is live; {previous} kept for rollback", live_color=target)
+        return Outcome.done(f"{target} is live; {previous} kept for rollback", Traffic(target))
 
     def _check(self, target: bluegreen.ColorState) -> None:
         """Fail unless every InService instance of the target colour is a healthy target."""

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import sys
 import xml.etree.ElementTree as ElementTree
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from bake import ssh
 from bake.aws import images
 from bake.context import RunContext
 from bake.errors import StageFailed
+from bake.records import Built, Verification
+from bake.ssh import SshHost
 from bake.stages.base import Outcome, Stage
-from bake.targets.base import Built, SshHost
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ def suites_digest(files: list[Path]) -> str:
 def latest_build(ctx: RunContext) -> Built:
     """The build this run made, or the newest one in history when verify runs alone."""
     image = ctx.require_image()
-    if "built" in ctx.outputs:
-        return Built(**ctx.outputs["built"])
+    built = ctx.records.get(Built)
+    if built is not None:
+        return built
     for row in ctx.history.builds(image.name):
-        built = Built(image.name, row["digest"], row["source_ami"], row["artifact"], row["ami"])
-        if ctx.target.still_exists(built):
-            return built
+        if ctx.target.still_exists(row.built()):
+            return row.built()
     raise StageFailed(
         ctx.stage, f"image {image.name} has no build to use", hint=f"run bake build {image.name}"
     )
@@ -93,26 +94,28 @@ class Verify(Stage):
     def run(self) -> Outcome:
         ctx, image = self.ctx, self.ctx.require_image()
         built = latest_build(ctx)
-        subject = built.artifact or built.ami or ""
         digest = suites_digest(suite_files(ctx))
-        earlier = ctx.history.verification(subject, digest)
-        if earlier and earlier["passed"] and not ctx.options.get("reverify"):
+        earlier = ctx.history.verification(built.subject, digest)
+        if earlier and earlier.passed and not ctx.options.reverify:
             return Outcome.skipped(
-                f"already passed these suites in run {earlier['run_id']}",
-                built=asdict(built),
-                verified=True,
-                kernel=earlier["kernel"],
-                junit=earlier["junit"],
+                f"already passed these suites in run {earlier.run_id}",
+                Verification(built, earlier.kernel, earlier.junit),
             )
         junit = ctx.state.run_dir(ctx.run_id) / f"verify-{image.name}.xml"
-        with ctx.target.machine(ctx, built) as host:
+        with ctx.target.machine(
+            built,
+            image,
+            run_id=ctx.run_id,
+            record=ctx.record_resource,
+            instance_profile=ctx.service.instance_profile if ctx.service else None,
+        ) as host:
             self._run_suites(host, built, junit)
             kernel = ssh.run(ctx.runner, host, "uname -r", timeout=60).stdout.strip()
         report = read_junit(junit)
         ctx.history.record_verification(
             ctx.run_id,
             image.name,
-            subject,
+            built.subject,
             digest,
             report.passed,
             kernel,
@@ -129,11 +132,7 @@ class Verify(Stage):
                 hint=f"JUnit report: {junit}",
             )
         return Outcome.done(
-            f"{report.summary()} on kernel {kernel}",
-            built=asdict(built),
-            verified=True,
-            kernel=kernel,
-            junit=str(junit),
+            f"{report.summary()} on kernel {kernel}", Verification(built, kernel, str(junit))
         )
 
     def _run_suites(self, host: SshHost, built: Built, junit: Path) -> None:

@@ -18,19 +18,20 @@ from bake.aws.instances import Throwaway, throwaway
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
-from bake.context import RunContext
 from bake.errors import BakeError, InputError
 from bake.history import History
 from bake.packer import PackerVersion
+from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.ssh import SshHost
 from bake.state import StateDir
-from bake.targets.base import Built, SourceImage, SshHost, TargetBase
+from bake.targets.base import RecordResource, Target
 
 CHECKIP = "https://checkip.amazonaws.com"
 SUDO_EXECUTE = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh -eu '{{ .Path }}'"
 
 
-class AwsTarget(TargetBase):
+class AwsTarget(Target):
     name = "aws"
 
     def __init__(
@@ -127,20 +128,15 @@ class AwsTarget(TargetBase):
 
     # the cloud
 
-    def prepare(self) -> None:
-        """Nothing to start on AWS; the blue environment belongs to the team's infrastructure."""
-
     def resolve_base(self, image: ImageConfig) -> SourceImage:
         spec = image.base_for(self.name)
         ami = images.resolve(self.cloud, spec, f"images.{image.name}.base")
         return SourceImage(ami=ami, description=f"{spec.describe()} ({ami})")
 
-    def collect(
-        self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    def keep_artifact(
+        self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
     ) -> Built:
-        builds = manifest.get("builds") or []
-        last = manifest.get("last_run_uuid")
-        build = ([b for b in builds if b.get("packer_run_uuid") == last] or builds or [{}])[-1]
+        """The AMI in this region, from the build's `region:ami,...` artifact id."""
         amis = dict(
             entry.split(":", 1)
             for entry in (build.get("artifact_id") or "").split(",")
@@ -158,24 +154,31 @@ class AwsTarget(TargetBase):
             raise BakeError(f"build {built.digest[:12]} of {built.image} made no AMI")
         return built.ami
 
-    def discard(self, ami: str) -> None:
-        """Nothing is kept outside AWS for an AMI."""
-
     @contextmanager
-    def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:
-        image = ctx.require_image()
+    def machine(
+        self,
+        built: Built,
+        image: ImageConfig,
+        *,
+        run_id: str,
+        record: RecordResource,
+        instance_profile: str | None = None,
+    ) -> Iterator[SshHost]:
+        """A throwaway EC2 instance with its own key pair and security group."""
         spec = Throwaway(
             ami=self.ensure_ami(built),
             instance_type=image.aws.instance_type or self.settings.instance_type,
             ssh_cidr=self.ssh_cidr,
-            run_id=ctx.run_id,
+            run_id=run_id,
             image=image.name,
             subnet_id=self.settings.subnet_id,
-            instance_profile=ctx.service.instance_profile if ctx.service else None,
+            instance_profile=instance_profile,
             use_private_ip=self.settings.ssh_interface == "private_ip",
         )
-        work = self.state.work_dir(f"verify-{image.name}-{ctx.run_id}")
-        with throwaway(self.cloud, spec, work, ctx.record_resource) as launched:
+        with (
+            self.state.scratch(f"verify-{image.name}-{run_id}") as work,
+            throwaway(self.cloud, spec, work / "id_ed25519", record) as launched,
+        ):
             host = SshHost(
                 launched.address,
                 22,

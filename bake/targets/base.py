@@ -1,66 +1,34 @@
 """What a target is: the few places where the physical world differs between real AWS and the
-local target. Everything else in a run is the same code for both."""
+local target (emulated AWS: a moto server, QEMU machines, a local image store). Everything else in a
+run is the same code for both, talking to the target's `cloud` through boto3."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, ClassVar
 
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
+from bake.errors import BakeError
 from bake.history import History
 from bake.packer import PackerVersion
+from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.ssh import SshHost
 from bake.state import StateDir
 
-if TYPE_CHECKING:
-    from bake.context import RunContext
+# Called with (kind, id) the moment a resource exists, so that history holds it before any wait.
+RecordResource = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
-class SourceImage:
-    """The resolved base of a build: an AMI id, and on the local target the disk behind it."""
+class Target(ABC):
+    """One place runs happen. Subclasses fill in how images are built, kept and booted there."""
 
-    ami: str
-    description: str
-    variables: dict[str, str] = field(default_factory=dict)
-    artifact: str | None = None
-
-
-@dataclass(frozen=True)
-class Built:
-    """What a build produced: an AMI on AWS, a disk in the image store on the local target."""
-
-    image: str
-    digest: str
-    source_ami: str
-    artifact: str | None = None
-    ami: str | None = None
-
-
-@dataclass(frozen=True)
-class SshHost:
-    """A machine reachable over SSH, as testinfra and the runner's ssh calls see it."""
-
-    host: str
-    port: int
-    user: str
-    identity_file: Path
-    config_file: Path
-
-    def testinfra_url(self) -> str:
-        return (
-            f"ssh://{self.user}@{self.host}:{self.port}"
-            f"?ssh_identity_file={self.identity_file}&ssh_config={self.config_file}"
-        )
-
-
-class TargetBase:
-    """What every target holds: the config, the state directory, history, the runner, the
-    console."""
+    name: ClassVar[str]
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
@@ -71,52 +39,89 @@ class TargetBase:
         self.runner = runner
         self.console = console
 
-
-class Target(Protocol):
-    name: str
-
     @property
+    @abstractmethod
     def cloud(self) -> Cloud:
         """boto3 clients for this target (starting the local cloud when needed)."""
 
+    # rendering and building
+
+    @abstractmethod
     def template(self) -> str:
         """The Jinja2 template in packer/ that builds images on this target."""
 
+    @abstractmethod
     def template_context(self, image: ImageConfig, packer_version: PackerVersion) -> dict[str, Any]:
         """Values for rendering the template; no cloud call and no VM here."""
 
+    @abstractmethod
+    def placeholder_variables(self) -> dict[str, str]:
+        """Values for every template variable, good enough for `packer validate`."""
+
+    @abstractmethod
+    def build_variables(self, work: Path) -> dict[str, str]:
+        """Target-specific `-var` values for a build working in `work`."""
+
+    @abstractmethod
+    def packer_environment(self) -> dict[str, str]:
+        """Environment variables Packer needs on this target."""
+
+    @abstractmethod
+    def chef_package_url(self, url: str) -> str:
+        """An address the build machine can download an `s3://` Chef package from."""
+
+    # images
+
     def prepare(self) -> None:
         """Make the target ready for a run that needs the cloud (the local target starts and
-        seeds its cloud)."""
+        seeds its cloud); nothing to do by default."""
 
+    @abstractmethod
     def resolve_base(self, image: ImageConfig) -> SourceImage:
         """The AMI this image's build starts from, resolved once per run."""
 
     def collect(
         self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
     ) -> Built:
-        """Take the artifact out of Packer's manifest and keep it."""
+        """Take the artifact of the newest build out of Packer's manifest and keep it."""
+        return self.keep_artifact(last_build(manifest), image, digest, source)
 
+    @abstractmethod
+    def keep_artifact(
+        self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    ) -> Built:
+        """Keep what one build of Packer's manifest made (its `artifact_id` and `files`)."""
+
+    @abstractmethod
     def still_exists(self, built: Built) -> bool:
         """Whether an earlier build's artifact is still there to reuse."""
 
+    @abstractmethod
     def ensure_ami(self, built: Built) -> str:
         """The AMI id of a build, registering it on the local target when needed."""
 
-    def placeholder_variables(self) -> dict[str, str]:
-        """Values for every template variable, good enough for `packer validate`."""
-
-    def build_variables(self, work: Path) -> dict[str, str]:
-        """Target-specific `-var` values for a build working in `work`."""
-
-    def packer_environment(self) -> dict[str, str]:
-        """Environment variables Packer needs on this target."""
-
-    def chef_package_url(self, url: str) -> str:
-        """An address the build machine can download an `s3://` Chef package from."""
-
     def discard(self, ami: str) -> None:
-        """Forget what the target keeps for a retired AMI (the local target's disk)."""
+        """Forget what the target keeps for a retired AMI besides the AMI itself (nothing by
+        default; the local target's disk)."""
 
-    def machine(self, ctx: RunContext, built: Built) -> AbstractContextManager[SshHost]:
-        """A fresh machine booted from the build (never the build machine), shut down on exit."""
+    @abstractmethod
+    def machine(
+        self,
+        built: Built,
+        image: ImageConfig,
+        *,
+        run_id: str,
+        record: RecordResource,
+        instance_profile: str | None = None,
+    ) -> AbstractContextManager[SshHost]:
+        """A fresh machine booted from the build (never the build machine), gone on exit."""
+
+
+def last_build(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The newest build in Packer's manifest: of the last run, the last one listed."""
+    builds = manifest.get("builds") or []
+    if not builds:
+        raise BakeError("packer's manifest lists no builds")
+    last = manifest.get("last_run_uuid")
+    matching = [build for build in builds if build.get("packer_run_uuid") == last] or builds
+    return matching[-1]

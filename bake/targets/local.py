@@ -3,7 +3,6 @@ a local image store mapped to the AMIs registered in moto."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -15,21 +14,22 @@ from bake.aws import images
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
-from bake.context import RunContext
 from bake.errors import BakeError, InputError
 from bake.history import History
 from bake.local import basedisk, qemu, seed
 from bake.local import cloud as local_cloud
 from bake.local.store import ImageStore
 from bake.packer import PackerVersion
+from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.ssh import SshHost
 from bake.state import StateDir
-from bake.targets.base import Built, SourceImage, SshHost, TargetBase
+from bake.targets.base import RecordResource, Target
 
 PLACEHOLDER_SHA = "0" * 64
 
 
-class LocalTarget(TargetBase):
+class LocalTarget(Target):
     name = "local"
 
     def __init__(
@@ -156,19 +156,19 @@ class LocalTarget(TargetBase):
         """After a restart of the local cloud, bring back each image's newest verified AMI."""
         for name in self.config.images:
             found = self.history.newest_verified(name)
-            if not found or not self.store.exists(found["artifact"]):
+            if not found or not found.built.artifact or not self.store.exists(found.built.artifact):
                 continue
-            ami = self._ami_for(found["artifact"], name, {})
+            ami = self._ami_for(found.built.artifact, name, {})
             images.tag(
                 self.cloud,
                 ami,
                 images.lineage_tags(
                     image=name,
-                    digest=found["digest"],
-                    source_ami=found["source_ami"],
+                    digest=found.built.digest,
+                    source_ami=found.built.source_ami,
                     verified=True,
-                    kernel=found["kernel"] or "",
-                    run_id=found["run_id"],
+                    kernel=found.kernel,
+                    run_id=found.run_id,
                 ),
             )
             images.publish(self.cloud, name, ami)
@@ -195,10 +195,10 @@ class LocalTarget(TargetBase):
             artifact=sha256,
         )
 
-    def collect(
-        self, manifest: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
+    def keep_artifact(
+        self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
     ) -> Built:
-        build = _last_build(manifest)
+        """The disk Packer wrote goes into the image store."""
         files = build.get("files") or []
         if not files:
             raise BakeError(f"packer's manifest lists no disk for {image.name}")
@@ -220,15 +220,24 @@ class LocalTarget(TargetBase):
             self.store.remove(sha256)
 
     @contextmanager
-    def machine(self, ctx: RunContext, built: Built) -> Iterator[SshHost]:
-        image = ctx.require_image()
-        log_path = ctx.state.run_dir(ctx.run_id) / f"verify-{image.name}-console.log"
+    def machine(
+        self,
+        built: Built,
+        image: ImageConfig,
+        *,
+        run_id: str,
+        record: RecordResource,
+        instance_profile: str | None = None,
+    ) -> Iterator[SshHost]:
+        """A QEMU machine on a throwaway overlay of the build's disk."""
+        log_path = self.state.run_dir(run_id) / f"verify-{image.name}-console.log"
         private_key, _ = self.keypair
-        work = self.state.work_dir(f"verify-{image.name}-{(built.artifact or '')[:12]}")
-        try:
-            with qemu.boot(
+        disk = self.store.path(built.artifact or "")
+        with (
+            self.state.scratch(f"verify-{image.name}-{run_id}") as work,
+            qemu.boot(
                 self.runner,
-                self.store.path(built.artifact or ""),
+                disk,
                 work_dir=work,
                 accelerator=self.accelerator,
                 memory=self.settings.memory,
@@ -237,16 +246,6 @@ class LocalTarget(TargetBase):
                 key=private_key,
                 ssh_config=ssh.write_ssh_config(self.state.ssh),
                 boot_timeout=self.settings.boot_timeout,
-            ) as vm:
-                yield vm.ssh
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _last_build(manifest: dict[str, Any]) -> dict[str, Any]:
-    builds = manifest.get("builds") or []
-    if not builds:
-        raise BakeError("packer's manifest lists no builds")
-    last = manifest.get("last_run_uuid")
-    matching = [b for b in builds if b.get("packer_run_uuid") == last] or builds
-    return matching[-1]
+            ) as vm,
+        ):
+            yield vm.ssh

@@ -17,6 +17,7 @@ from bake.aws.instances import remaining
 from bake.console import Console
 from bake.errors import InputError, StageFailed
 from bake.local import seed
+from bake.records import Traffic, VerifiedAmi
 from bake.stages.render import render_image
 from tests.integration.aws_project import REPO, make_app, toml_value, write_config
 from tests.unit.fakes import FakeRunner
@@ -132,7 +133,7 @@ def test_bake_and_swap_on_aws_against_moto(
     seed.ensure_seeded(cloud, app.config, source_ami)
     result = app.run("bake-and-swap", service="demo")
 
-    ami = result["ami"]
+    ami = result.records.need(VerifiedAmi, "test").ami
     manifest_amis = images.describe(cloud, ami)
     assert manifest_amis is not None and manifest_amis["Name"].startswith("goldenbake-base-")
     tags = images.tags_of(manifest_amis)
@@ -141,12 +142,12 @@ def test_bake_and_swap_on_aws_against_moto(
     assert tags["bake:kernel"] == "6.1.0-56-cloud-amd64"
     assert tags["team"] == "platform"
     assert images.published(cloud, "base") == ami
-    assert result["live_color"] == "green"
+    assert result.records.need(Traffic, "test").live_color == "green"
     (run,) = app.history.runs()
-    assert run["status"] == "succeeded"
-    kinds = {resource["kind"] for resource in run["resources"]}
+    assert run.status == "succeeded"
+    kinds = {resource.kind for resource in run.resources}
     assert {"ami", "key-pair", "security-group", "instance"} <= kinds
-    assert remaining(cloud, run["run_id"]) == {
+    assert remaining(cloud, run.run_id) == {
         "instances": [],
         "security-groups": [],
         "key-pairs": [],
@@ -162,12 +163,12 @@ def test_a_failed_verification_on_aws_cleans_up_and_tags_false(
     with pytest.raises(StageFailed, match="1 failed"):
         app.run("bake-and-swap", service="demo")
     (run,) = app.history.runs()
-    assert remaining(cloud, run["run_id"]) == {
+    assert remaining(cloud, run.run_id) == {
         "instances": [],
         "security-groups": [],
         "key-pairs": [],
     }
-    assert images.tags_of(images.describe(cloud, run["ami"]))["bake:verified"] == "false"
+    assert images.tags_of(images.describe(cloud, run.ami))["bake:verified"] == "false"
     assert images.published(cloud, "base") is None
 
 
@@ -181,10 +182,10 @@ def test_ctrl_c_while_waiting_for_ssh_removes_the_instance_key_and_group(
     with pytest.raises(KeyboardInterrupt):
         app.run("verify", image="base")
     run = app.history.runs()[0]
-    assert run["command"] == "verify" and run["status"] == "cancelled"
-    created = {resource["kind"] for resource in run["resources"]}
+    assert run.command == "verify" and run.status == "cancelled"
+    created = {resource.kind for resource in run.resources}
     assert created == {"key-pair", "security-group", "instance"}
-    assert remaining(cloud, run["run_id"]) == {
+    assert remaining(cloud, run.run_id) == {
         "instances": [],
         "security-groups": [],
         "key-pairs": [],

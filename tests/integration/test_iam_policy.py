@@ -16,6 +16,7 @@ import pytest
 from bake import iam
 from bake.cli import main
 from bake.local import seed
+from bake.records import RunOptions
 from tests.integration.aws_project import make_app, write_config
 
 
@@ -79,10 +80,10 @@ def test_the_policy_covers_every_action_of_a_whole_run(
     recorder(moto_endpoint, "start-recording")
     try:
         app.run("bake-and-swap", service="demo")
-        app.run("bake-and-swap", service="demo", rebuild=True, reverify=True)
+        app.run("bake-and-swap", service="demo", options=RunOptions(rebuild=True, reverify=True))
         app.run("rollback", service="demo")
-        app.run("build", image="base", rebuild=True)
-        retired = app.run("retire", image="base", keep=1)["decisions"]
+        app.run("build", image="base", options=RunOptions(rebuild=True))
+        retired = app.run("retire", image="base", options=RunOptions(keep=1)).to_dict()["decisions"]
         app.target.cloud.client("sts").get_caller_identity()
     finally:
         recorder(moto_endpoint, "stop-recording")

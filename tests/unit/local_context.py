@@ -11,8 +11,8 @@ from bake import config
 from bake.console import Console
 from bake.context import RunContext
 from bake.history import History
+from bake.records import SourceImage
 from bake.state import StateDir
-from bake.targets.base import SourceImage
 from bake.targets.local import LocalTarget
 from tests.unit.fakes import FakeRunner
 

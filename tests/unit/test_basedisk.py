@@ -178,7 +178,7 @@ def test_build_runs_each_phase_and_stores_the_disk(
     assert fake.seen_in_tree["append"] == "root=/dev/vda1 rw console=ttyS0 net.ifnames=0"
     assert disk.path.read_bytes() == b"qcow2 disk"
     assert ImageStore(state.store, history).path(disk.sha256) == disk.path
-    assert history.artifact(disk.sha256)["image"] == "base-disk:debian-bookworm"
+    assert history.artifact(disk.sha256).image == "base-disk:debian-bookworm"
     index = json.loads((state.store / "base-disks.json").read_text())
     assert index == {disk.digest: disk.sha256}
     assert list((state.root / "work").iterdir()) == []

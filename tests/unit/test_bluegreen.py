@@ -8,6 +8,7 @@ from bake import bluegreen
 from bake.aws import elbv2
 from bake.errors import BakeError
 from bake.local.seed import ensure_seeded
+from bake.records import Standby, VerifiedAmi
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
 from bake.stages.shift import ShiftStage
@@ -36,7 +37,7 @@ def seeded(cloud, config, base_ami):
 def with_green(seeded, register_ami, make_context, run_stage):
     """Blue live, green standby on a new AMI (no traffic moved); gives the new AMI."""
     ami = register_ami("goldenbake-base-2")
-    ctx = make_context(outputs={"ami": ami})
+    ctx = make_context(records=(VerifiedAmi(ami),))
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     return ami
@@ -134,7 +135,7 @@ def test_rollback_sends_all_traffic_back_to_the_standby(
     with_green, seeded, config, make_context, run_stage, base_ami
 ):
     service = config.service("demo")
-    ctx = make_context(outputs={"color": "green"})
+    ctx = make_context(records=(Standby("green", "demo-green", ""),))
     run_stage(ShiftStage, ctx)
     lines = []
 

@@ -12,9 +12,9 @@ import pytest
 
 from bake.console import Console
 from bake.errors import StageFailed
+from bake.records import Built, RunOptions, SourceImage
 from bake.stages.build import Build, build_digest
 from bake.stages.render import render_image
-from bake.targets.base import SourceImage
 from tests.unit.local_context import make_context
 
 PACKER_OUTPUT = [
@@ -88,12 +88,13 @@ def test_build_runs_packer_and_stores_the_artifact(ctx) -> None:
     assert var(argv, "source_ami") == "ami-0base"
     assert var(argv, "source_disk").endswith("base.qcow2")
     assert var(argv, "run_id") == "r1"
-    built = outcome.outputs["built"]
-    stored = ctx.target.store.path(built["artifact"])
-    assert hashlib.sha256(stored.read_bytes()).hexdigest() == built["artifact"]
-    assert built["source_ami"] == "ami-0base"
+    (built,) = outcome.records
+    assert isinstance(built, Built)
+    stored = ctx.target.store.path(built.artifact)
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == built.artifact
+    assert built.source_ami == "ami-0base"
     (row,) = ctx.history.builds("base")
-    assert (row["digest"], row["artifact"]) == (built["digest"], built["artifact"])
+    assert row.built() == built and row.run_id == "r1"
     assert not (ctx.state.root / "work" / "build-base-r1").exists()
 
 
@@ -103,20 +104,20 @@ def test_the_same_inputs_are_not_built_twice(ctx) -> None:
     second = Build(ctx).run()
     assert second.status == "skipped"
     assert "already built by run r1" in second.detail
-    assert second.outputs["built"] == first.outputs["built"]
+    assert second.records == first.records
     assert len(packer_builds(ctx)) == 1
 
 
 def test_rebuild_builds_anyway(ctx) -> None:
     Build(ctx).run()
-    ctx.run_id, ctx.options["rebuild"] = "r2", True
+    ctx.run_id, ctx.options = "r2", RunOptions(rebuild=True)
     assert Build(ctx).run().status == "succeeded"
     assert len(packer_builds(ctx)) == 2
 
 
 def test_a_build_whose_artifact_is_gone_is_built_again(ctx) -> None:
-    built = Build(ctx).run().outputs["built"]
-    path = ctx.target.store.path(built["artifact"])
+    (built,) = Build(ctx).run().records
+    path = ctx.target.store.path(built.artifact)
     path.chmod(0o644)
     path.unlink()
     ctx.run_id = "r2"
@@ -145,11 +146,9 @@ def test_a_failed_packer_build_names_the_error_and_the_log(ctx) -> None:
             ]
         ),
     )
-    stage = Build(ctx)
     with pytest.raises(StageFailed, match="exit status: 100") as raised:
-        stage.run()
+        Build(ctx).run()
     assert "build-base.log" in raised.value.format_message()
-    stage.undo()
     assert not (ctx.state.root / "work" / "build-base-r1").exists()
     assert ctx.history.builds("base") == []
 

@@ -100,11 +100,17 @@ def test_history_json_lists_runs_with_stage_timings(project: Path, capsys) -> No
     code, out, _ = run(capsys, "history", "--json")
     assert code == 0
     (entry,) = json.loads(out)
-    for key in ("run_id", "command", "status", "ami", "started", "finished"):
-        assert key in entry
-    assert entry["ami"] == "ami-0abc"
-    assert entry["stages"][0]["name"] == "render"
-    assert entry["stages"][0]["seconds"] is not None
+    assert set(entry) == {
+        "run_id", "command", "subject", "target", "status", "ami", "error",
+        "started", "finished", "seconds", "stages", "resources",
+    }  # fmt: skip
+    assert (entry["run_id"], entry["status"], entry["ami"]) == (run_id, "succeeded", "ami-0abc")
+    (stage_entry,) = entry["stages"]
+    assert set(stage_entry) == {
+        "name", "status", "started", "finished", "seconds", "detail", "outputs",
+    }  # fmt: skip
+    assert stage_entry["name"] == "render" and stage_entry["seconds"] is not None
+    assert stage_entry["outputs"] == {"template": "x"}
 
 
 def test_local_status_when_nothing_runs(project: Path, capsys) -> None:

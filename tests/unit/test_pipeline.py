@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import make_dataclass
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from bake import config, locks, pipeline
 from bake.console import Console
 from bake.context import RunContext
 from bake.errors import LockHeld, StageFailed
-from bake.history import History
+from bake.history import History, ResourceRecord
+from bake.records import Record
 from bake.stages.base import Outcome, Stage
 from bake.state import StateDir
 from tests.unit.fakes import FakeRunner
@@ -48,14 +50,16 @@ def make_context(tmp_path: Path) -> RunContext:
 def stage(
     name: str, log: list[str], *, fails: BaseException | None = None, skip: bool = False
 ) -> type[Stage]:
+    made = make_dataclass(f"Made{name.title()}", [(name, str)], bases=(Record,), frozen=True)
+
     class Recorded(Stage):
         def run(self) -> Outcome:
             log.append(f"run {name}")
             if fails is not None:
                 raise fails
             if skip:
-                return Outcome.skipped("already done", **{name: "kept"})
-            return Outcome.done("did it", **{name: "made"})
+                return Outcome.skipped("already done", made("kept"))
+            return Outcome.done("did it", made("made"))
 
         def undo(self) -> None:
             log.append(f"undo {name}")
@@ -98,16 +102,16 @@ def test_stages_run_in_order_and_every_one_is_recorded(tmp_path: Path, sequence)
     ctx = make_context(tmp_path)
     result = pipeline.execute(ctx, "test")
     assert log == ["run render", "run one", "run two"]
-    assert result["status"] == "succeeded"
-    assert result["one"] == "made" and result["two"] == "kept"
+    assert result.status == "succeeded"
+    assert result.to_dict()["one"] == "made" and result.to_dict()["two"] == "kept"
     (run,) = ctx.history.runs()
-    assert run["status"] == "succeeded" and run["command"] == "test" and run["subject"] == "base"
-    assert [(s["name"], s["status"]) for s in run["stages"]] == [
+    assert run.status == "succeeded" and run.command == "test" and run.subject == "base"
+    assert [(s.name, s.status) for s in run.stages] == [
         ("render", "succeeded"),
         ("one", "succeeded"),
         ("two", "skipped"),
     ]
-    assert all(s["seconds"] is not None for s in run["stages"])
+    assert all(s.seconds is not None for s in run.stages)
 
 
 def test_prepare_readies_the_target(tmp_path: Path, sequence) -> None:
@@ -118,7 +122,7 @@ def test_prepare_readies_the_target(tmp_path: Path, sequence) -> None:
     ctx = make_context(tmp_path)
     pipeline.execute(ctx, "test")
     assert ctx.target.prepared == 1
-    assert [s["name"] for s in ctx.history.runs()[0]["stages"]] == ["render", "prepare", "one"]
+    assert [s.name for s in ctx.history.runs()[0].stages] == ["render", "prepare", "one"]
 
 
 def test_bad_input_in_render_prepares_nothing(tmp_path: Path, sequence) -> None:
@@ -144,9 +148,9 @@ def test_a_failing_stage_is_undone_and_later_stages_never_run(tmp_path: Path, se
         pipeline.execute(ctx, "test")
     assert log == ["run one", "run two", "undo two"]
     (run,) = ctx.history.runs()
-    assert run["status"] == "failed"
-    assert run["error"] == "two: broke"
-    assert [(s["name"], s["status"]) for s in run["stages"]] == [
+    assert run.status == "failed"
+    assert run.error == "two: broke"
+    assert [(s.name, s.status) for s in run.stages] == [
         ("one", "succeeded"),
         ("two", "failed"),
     ]
@@ -160,8 +164,8 @@ def test_ctrl_c_undoes_the_stage_in_progress(tmp_path: Path, sequence) -> None:
         pipeline.execute(ctx, "test")
     assert log == ["run one", "undo one"]
     (run,) = ctx.history.runs()
-    assert run["status"] == "cancelled"
-    assert run["stages"][0]["status"] == "cancelled"
+    assert run.status == "cancelled"
+    assert run.stages[0].status == "cancelled"
 
 
 def test_resources_are_recorded_under_their_stage(tmp_path: Path, sequence) -> None:
@@ -177,9 +181,7 @@ def test_resources_are_recorded_under_their_stage(tmp_path: Path, sequence) -> N
     with pytest.raises(StageFailed):
         pipeline.execute(ctx, "test")
     (run,) = ctx.history.runs()
-    assert run["resources"] == [
-        {"stage": "creates", "kind": "auto-scaling-group", "id": "demo-green"}
-    ]
+    assert run.resources == (ResourceRecord("creates", "auto-scaling-group", "demo-green"),)
 
 
 def test_lock_names(tmp_path: Path) -> None:
@@ -225,7 +227,7 @@ def test_history_marks_runs_of_dead_processes_interrupted(tmp_path: Path) -> Non
     history = History(tmp_path / "h.sqlite")
     run_id = history.start_run("build", "base", "local")
     history._write("UPDATE runs SET pid = 999999999 WHERE run_id = ?", (run_id,))
-    assert history.runs()[0]["status"] == "interrupted"
+    assert history.runs()[0].status == "interrupted"
 
 
 def test_a_waiting_lock_lets_the_second_holder_in_after_the_first(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bake.errors import BakeError, InputError
+from bake.errors import BakeError, CommandTimedOut, InputError
 from bake.local import qemu
 from tests.unit.fakes import FakeRunner
 
@@ -102,12 +102,13 @@ def test_probe_command_line_uses_kvm_and_debug_exit(tmp_path: Path, kvm_device: 
 
 
 def test_probe_timeout_chooses_tcg_and_says_why(tmp_path: Path, kvm_device: Path) -> None:
-    runner = FakeRunner().on(qemu.QEMU, raises=BakeError("qemu did not finish within 0s"))
+    runner = FakeRunner().on(qemu.QEMU, raises=CommandTimedOut([qemu.QEMU], 15))
 
-    result = qemu.probe(runner, tmp_path, kvm_device=kvm_device, timeout=0)
+    result = qemu.probe(runner, tmp_path, kvm_device=kvm_device, timeout=15)
 
     assert result.accelerator == "tcg"
-    assert "did not finish within 0s" in result.reason
+    assert "did not finish within 15s" in result.reason
+    assert "guests do not run at speed" in result.reason
 
 
 def test_probe_other_exit_status_chooses_tcg(tmp_path: Path, kvm_device: Path) -> None:
@@ -228,7 +229,7 @@ def test_run_to_poweroff_writes_the_disk_and_returns_the_console(tmp_path: Path)
 def test_run_to_poweroff_timeout_quotes_the_console(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text("Begin: Loading essential drivers\n")
-    runner = FakeRunner().on(qemu.QEMU, raises=BakeError("qemu did not finish within 1s"))
+    runner = FakeRunner().on(qemu.QEMU, raises=CommandTimedOut([qemu.QEMU], 1))
 
     with pytest.raises(BakeError, match="did not power off within 1s") as failure:
         qemu.run_to_poweroff(

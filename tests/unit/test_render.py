@@ -23,7 +23,7 @@ def parse_rendered(ctx: RunContext) -> dict:
 def test_renders_the_local_template_for_packer_1_6(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
     outcome = Render(ctx).run()
-    assert outcome.outputs["packer_version"] == "1.6.6"
+    assert outcome.outputs()["packer_version"] == "1.6.6"
     parsed = parse_rendered(ctx)
     assert "required_plugins" not in parsed["packer"][0]
     source = parsed["source"][0]["qemu"]["base"]

@@ -11,6 +11,7 @@ from bake.aws import images
 from bake.config import from_dict
 from bake.console import Console
 from bake.history import History
+from bake.records import RunOptions
 from bake.stages.retire import Retire
 from bake.state import StateDir
 from bake.targets.aws import AwsTarget
@@ -94,11 +95,11 @@ def test_the_stage_retires_and_dry_run_only_lists(cloud, amis, make_context) -> 
 
     ctx = make_context(None, command="retire")
     ctx.image, ctx.target = ctx.config.images["base"], Target()
-    ctx.options = {"keep": 1, "dry_run": True}
+    ctx.options = RunOptions(keep=1, dry_run=True)
     dry = Retire(ctx).run()
     assert dry.detail == "would retire 3 of 5 AMIs of base"
     assert all(images.describe(cloud, ami) for ami in amis.values())
-    ctx.options = {"keep": 1}
+    ctx.options = RunOptions(keep=1)
     Retire(ctx).run()
     left = {ami for ami in amis.values() if images.describe(cloud, ami)}
     assert left == {amis["newest"], amis["old-in-use"]}

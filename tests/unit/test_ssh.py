@@ -6,7 +6,7 @@ import pytest
 
 from bake import ssh
 from bake.errors import BakeError
-from bake.targets.base import SshHost
+from bake.ssh import SshHost
 from tests.unit.fakes import FakeRunner
 
 

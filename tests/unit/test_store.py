@@ -34,7 +34,7 @@ def test_put_moves_the_file_under_its_digest_read_only(tmp_path: Path, store: Im
     assert stored.read_bytes() == content
     assert not source.exists()
     assert not stat.S_IMODE(stored.stat().st_mode) & 0o222
-    assert store.history.artifact(sha)["image"] == "web"
+    assert store.history.artifact(sha).image == "web"
     assert store.exists(sha)
 
 

@@ -8,6 +8,7 @@ from bake import bluegreen
 from bake.aws import elbv2
 from bake.errors import StageFailed
 from bake.local.seed import ensure_seeded
+from bake.records import LaunchTemplateVersion, Standby, Traffic, VerifiedAmi
 from bake.stages import shift
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
@@ -27,7 +28,7 @@ def swap(make_context, run_stage):
     """Run the three swap stages for a new AMI, as the pipeline would; gives the context."""
 
     def run(ami, **kwargs):
-        ctx = make_context(outputs={"ami": ami}, **kwargs)
+        ctx = make_context(records=(VerifiedAmi(ami),), **kwargs)
         for stage in SWAP:
             run_stage(stage, ctx)
         return ctx
@@ -55,7 +56,7 @@ def _weights(cloud, service):
 
 
 def _resources(ctx):
-    return [(r["kind"], r["id"]) for r in ctx.history.runs()[0]["resources"]]
+    return [(r.kind, r.id) for r in ctx.history.runs()[0].resources]
 
 
 def _version_data(cloud, number):
@@ -87,12 +88,12 @@ def test_launch_template_copies_the_pinned_version_with_new_ami_and_imdsv2(
         LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
     )
     new_ami = register_ami("goldenbake-base-2")
-    ctx = make_context(outputs={"ami": new_ami})
+    ctx = make_context(records=(VerifiedAmi(new_ami),))
 
     outcome = run_stage(LaunchTemplateStage, ctx)
 
     assert outcome.status == "succeeded"
-    assert ctx.outputs == {
+    assert ctx.records.outputs() == {
         "ami": new_ami,
         "launch_template_id": template_id,
         "launch_template_version": 4,
@@ -117,13 +118,13 @@ def test_launch_template_skips_when_a_version_already_has_that_data(
     register_ami, seeded, make_context, run_stage
 ):
     new_ami = register_ami("goldenbake-base-2")
-    first = run_stage(LaunchTemplateStage, make_context(outputs={"ami": new_ami}))
-    ctx = make_context(outputs={"ami": new_ami})
+    first = run_stage(LaunchTemplateStage, make_context(records=(VerifiedAmi(new_ami),)))
+    ctx = make_context(records=(VerifiedAmi(new_ami),))
 
     second = run_stage(LaunchTemplateStage, ctx)
 
     assert (first.status, second.status) == ("succeeded", "skipped")
-    assert ctx.outputs["launch_template_version"] == 2
+    assert ctx.records.outputs()["launch_template_version"] == 2
     versions = seeded.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo")
     assert len(versions["LaunchTemplateVersions"]) == 2
     assert _resources(ctx) == []
@@ -134,7 +135,7 @@ def test_launch_template_applies_the_service_instance_type(
 ):
     ctx = make_context(
         config=make_config(instance_type="m6i.large"),
-        outputs={"ami": register_ami("goldenbake-base-2")},
+        records=(VerifiedAmi(register_ami("goldenbake-base-2")),),
     )
 
     run_stage(LaunchTemplateStage, ctx)
@@ -147,13 +148,13 @@ def test_launch_template_applies_the_service_instance_type(
 
 def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_context, run_stage):
     new_ami = register_ami("goldenbake-base-2")
-    ctx = make_context(outputs={"ami": new_ami})
+    ctx = make_context(records=(VerifiedAmi(new_ami),))
     run_stage(LaunchTemplateStage, ctx)
 
     outcome = run_stage(GreenAsgStage, ctx)
 
     assert outcome.status == "succeeded"
-    assert (ctx.outputs["color"], ctx.outputs["asg"]) == ("green", "demo-green")
+    assert (ctx.records.outputs()["color"], ctx.records.outputs()["asg"]) == ("green", "demo-green")
     blue, green = _group(seeded, "demo-blue"), _group(seeded, "demo-green")
     assert green["LaunchTemplate"]["Version"] == "2"
     assert (green["MinSize"], green["DesiredCapacity"], green["MaxSize"]) == (2, 2, 2)
@@ -171,7 +172,7 @@ def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_c
     assert (
         green["TargetGroupARNs"]
         == [green_tg["TargetGroupArn"]]
-        == [ctx.outputs["target_group_arn"]]
+        == [ctx.records.outputs()["target_group_arn"]]
     )
     for key in ("Protocol", "Port", "VpcId", "HealthCheckPath", "HealthCheckProtocol"):
         assert green_tg[key] == blue_tg[key]
@@ -192,7 +193,7 @@ def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_c
 def test_green_asg_skips_when_the_standby_already_serves_the_version(
     register_ami, seeded, make_context, run_stage
 ):
-    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-2")})
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     before = set(_images(seeded, _group(seeded, "demo-green")))
@@ -214,7 +215,7 @@ def test_swap_moves_all_traffic_and_leaves_the_old_live_group_running(
 
     ctx = swap(new_ami)
 
-    assert ctx.outputs["live_color"] == "green"
+    assert ctx.records.outputs()["live_color"] == "green"
     state = bluegreen.describe(seeded, ctx.service)
     assert (state.live.color, state.live.weight, state.live.ami) == ("green", 100, new_ami)
     assert (state.standby.color, state.standby.weight, state.standby.ami) == ("blue", 0, base_ami)
@@ -232,13 +233,18 @@ def test_two_swaps_alternate_colours_and_replace_the_standby_instances(
 
     ctx = swap(second_ami)
 
-    assert (ctx.outputs["color"], ctx.outputs["asg"], ctx.outputs["live_color"]) == (
+    standby, traffic = ctx.records.need(Standby, "test"), ctx.records.need(Traffic, "test")
+    assert (standby.color, standby.asg, traffic.live_color) == (
         "blue",
         "demo-blue",
         "blue",
     )
     blue = _group(seeded, "demo-blue")
-    assert blue["LaunchTemplate"]["Version"] == str(ctx.outputs["launch_template_version"]) == "3"
+    assert (
+        blue["LaunchTemplate"]["Version"]
+        == str(ctx.records.need(LaunchTemplateVersion, "test").launch_template_version)
+        == "3"
+    )
     images = _images(seeded, blue)
     assert len(images) == 2
     assert set(images.values()) == {second_ami}
@@ -254,7 +260,7 @@ def test_weighted_shift_passes_through_each_step(
     register_ami, seeded, make_config, make_context, run_stage, monkeypatch
 ):
     config = make_config(shift_steps=[10, 50, 100], shift_interval=7)
-    ctx = make_context(config=config, outputs={"ami": register_ami("goldenbake-base-2")})
+    ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     seen = []
@@ -289,7 +295,7 @@ def test_unhealthy_new_green_fails_and_undo_deletes_it(
     register_ami, seeded, make_context, run_stage, target_health
 ):
     target_health.fail("demo-green", "Health checks failed with these codes: [502]")
-    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-2")})
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
     stage = GreenAsgStage(ctx)
 
@@ -317,7 +323,7 @@ def test_unhealthy_existing_standby_fails_and_undo_restores_it(
     swap(first_ami)
     swap(register_ami("goldenbake-base-3"))  # blue live again, green standby on v2
     target_health.fail("demo-green")
-    ctx = make_context(outputs={"ami": register_ami("goldenbake-base-4")})
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-4")),))
     run_stage(LaunchTemplateStage, ctx)
     stage = GreenAsgStage(ctx)
 
@@ -338,7 +344,7 @@ def test_green_turning_unhealthy_mid_shift_fails_and_undo_returns_traffic(
     register_ami, seeded, make_config, make_context, run_stage, target_health, monkeypatch
 ):
     config = make_config(shift_steps=[10, 50, 100])
-    ctx = make_context(config=config, outputs={"ami": register_ami("goldenbake-base-2")})
+    ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     monkeypatch.setattr(shift, "sleep", lambda seconds: target_health.fail("demo-green"))

@@ -11,9 +11,10 @@ import pytest
 
 from bake.aws import images
 from bake.errors import StageFailed
+from bake.records import Built, Records, Verification
+from bake.ssh import SshHost
 from bake.stages.register import Register
 from bake.stages.verify import Verify, read_junit
-from bake.targets.base import SshHost
 from tests.unit.local_context import StubbedLocalTarget, make_context
 
 JUNIT_PASS = """<?xml version="1.0" encoding="utf-8"?>
@@ -33,7 +34,7 @@ class MachineTarget(StubbedLocalTarget):
     boots = 0
 
     @contextmanager
-    def machine(self, ctx, built) -> Iterator[SshHost]:
+    def machine(self, built, image, **run) -> Iterator[SshHost]:
         self.boots += 1
         yield SshHost("127.0.0.1", 2222, "root", Path("/keys/id"), Path("/keys/config"))
 
@@ -57,7 +58,7 @@ def ctx(tmp_path: Path, cloud):
     disk = tmp_path / "built.qcow2"
     disk.write_bytes(b"a built image")
     sha = target.store.put(disk, "base")
-    context.history.record_build("r0", "base", "d" * 64, "ami-0source", sha, None)
+    context.history.record_build("r0", Built("base", "d" * 64, "ami-0source", sha))
     (tmp_path / "suites" / "test_one.py").write_text("def test_one(host):\n    pass\n")
     context.runner.on("ssh", stdout="6.1.0-56-cloud-amd64\n")
     return context
@@ -96,8 +97,10 @@ def test_verify_runs_the_suites_on_a_fresh_machine(ctx) -> None:
     assert env["BAKE_EXPECT_DIGEST"] == "d" * 64
     assert env["BAKE_EXPECT_SOURCE_AMI"] == "ami-0source"
     assert env["BAKE_EXPECT_IMAGE"] == "base"
-    assert outcome.outputs["verified"] is True
-    assert outcome.outputs["kernel"] == "6.1.0-56-cloud-amd64"
+    (verification,) = outcome.records
+    assert isinstance(verification, Verification)
+    assert verification.kernel == "6.1.0-56-cloud-amd64"
+    assert outcome.outputs()["verified"] is True
     assert "3 checks, 0 failed" in outcome.detail
 
 
@@ -107,7 +110,7 @@ def test_verify_is_not_repeated_for_the_same_build_and_suites(ctx) -> None:
     ctx.run_id = "r2"
     again = Verify(ctx).run()
     assert again.status == "skipped"
-    assert again.outputs["kernel"] == "6.1.0-56-cloud-amd64"
+    assert again.outputs()["kernel"] == "6.1.0-56-cloud-amd64"
     assert ctx.target.boots == 1
 
 
@@ -126,7 +129,7 @@ def test_a_failed_verification_tags_the_ami_unverified_and_publishes_nothing(ctx
         StageFailed, match=r"2 checks, 1 failed, 0 errors \(test_extra::test_always_fails\)"
     ):
         Verify(ctx).run()
-    ami = ctx.target.store.ami(ctx.history.builds("base")[0]["artifact"])
+    ami = ctx.target.store.ami(ctx.history.builds("base")[0].artifact)
     tags = images.tags_of(images.describe(cloud, ami))
     assert tags["bake:verified"] == "false"
     assert tags["bake:digest"] == "d" * 64
@@ -139,31 +142,30 @@ def test_a_failed_verification_tags_the_ami_unverified_and_publishes_nothing(ctx
 
 def test_register_tags_lineage_and_publishes_the_verified_ami(ctx, cloud) -> None:
     pass_suites(ctx)
-    ctx.outputs.update(Verify(ctx).run().outputs)
+    ctx.records.add(*Verify(ctx).run().records)
     outcome = Register(ctx).run()
-    ami = outcome.outputs["ami"]
+    ami = outcome.outputs()["ami"]
     assert images.published(cloud, "base") == ami
     tags = images.tags_of(images.describe(cloud, ami))
     assert tags["bake:verified"] == "true"
     assert tags["bake:digest"] == "d" * 64
     assert tags["bake:source-ami"] == "ami-0source"
     assert tags["bake:kernel"] == "6.1.0-56-cloud-amd64"
-    assert ctx.history.builds("base")[0]["ami"] == ami
+    assert ctx.history.builds("base")[0].ami == ami
 
 
 def test_register_alone_uses_the_recorded_verification(ctx, cloud) -> None:
     pass_suites(ctx)
     Verify(ctx).run()
-    ctx.outputs.clear()
-    ctx.run_id = "r2"
+    ctx.records, ctx.run_id = Records(), "r2"
     first = Register(ctx).run()
     assert first.status == "succeeded"
-    assert images.tags_of(images.describe(cloud, first.outputs["ami"]))["bake:kernel"] == (
+    assert images.tags_of(images.describe(cloud, first.outputs()["ami"]))["bake:kernel"] == (
         "6.1.0-56-cloud-amd64"
     )
     second = Register(ctx).run()
     assert second.status == "skipped"
-    assert second.outputs["ami"] == first.outputs["ami"]
+    assert second.outputs()["ami"] == first.outputs()["ami"]
 
 
 def test_register_refuses_an_unverified_build(ctx) -> None:
