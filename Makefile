@@ -46,6 +46,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check bake tests bench serverspec_tests
 	$(VENV)/bin/ruff format --check bake tests bench serverspec_tests
+	$(VENV)/bin/mypy
 
 bench: install
 	$(VENV)/bin/python bench/bake_overhead.py

@@ -75,8 +75,9 @@ def cli(ctx: click.Context, config_path: Path | None, json_output: bool, debug: 
 
 
 def _image_command(command: str, summary: str, *extra_options: Any) -> None:
-    def handler(app: App, image: str, **flags: bool) -> None:
-        result = app.run(command, image=image, options=RunOptions(**flags))
+    def handler(app: App, image: str, rebuild: bool = False, reverify: bool = False) -> None:
+        options = RunOptions(rebuild=rebuild, reverify=reverify)
+        result = app.run(command, image=image, options=options)
         emit(app, result.to_dict(), f"{command} {image}: {result.status} (run {result.run_id})")
 
     handler.__doc__ = summary

@@ -135,8 +135,9 @@ def _run_stage(ctx: RunContext, name: str) -> None:
     for record in outcome.records:
         ctx.records.add(record)
     outputs = outcome.outputs()
-    if isinstance(outputs.get("ami"), str):
-        ctx.history.set_run_ami(ctx.run_id, outputs["ami"])
+    ami = outputs.get("ami")
+    if isinstance(ami, str):
+        ctx.history.set_run_ami(ctx.run_id, ami)
     ctx.history.finish_stage(stage_id, outcome.status, outcome.detail, outputs)
     ctx.console.stage_finished(name, outcome.status, outcome.detail, time.monotonic() - started)
 

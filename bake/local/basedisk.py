@@ -167,12 +167,17 @@ def customise(rootfs: Path, recipe: Recipe) -> None:
     link.symlink_to("/etc/systemd/system/bake-firstboot.service")
 
 
+def _literally(replacement: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement that inserts `replacement` as it is, backslashes and all."""
+    return lambda _match: replacement
+
+
 def set_variables(text: str, values: dict[str, str]) -> str:
     """Set NAME=value lines in a shell-style config file, appending those it lacks."""
     for name, value in values.items():
         pattern = re.compile(rf"^[ \t]*#?[ \t]*{re.escape(name)}=.*$", re.MULTILINE)
         line = f"{name}={value}"
-        text, count = pattern.subn(lambda _match, line=line: line, text, count=1)
+        text, count = pattern.subn(_literally(line), text, count=1)
         if not count:
             text = text.rstrip("\n") + f"\n{line}\n"
     return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from bake.context import RunContext
 from bake.records import Record, Records
@@ -25,7 +25,7 @@ class Outcome:
     def skipped(cls, detail: str, *records: Record) -> Outcome:
         return cls("skipped", detail, records)
 
-    def outputs(self) -> dict[str, object]:
+    def outputs(self) -> dict[str, Any]:
         """The records as history and `--json` show them."""
         return Records(*self.records).outputs()
 
