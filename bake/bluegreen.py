@@ -167,6 +167,11 @@ def _color_state(
     return state
 
 
+def live_color(weights: dict[str, int]) -> str:
+    """The colour with the largest weight; blue when they are equal (a fresh service is blue)."""
+    return max(COLORS, key=lambda color: weights.get(color, 0))
+
+
 def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
     """Read the service's listener, Auto Scaling groups, launch templates and target health."""
     listener = find_listener(cloud, service)
@@ -176,7 +181,7 @@ def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
         color: _color_state(cloud, service, color, groups.get(service.names(color).asg), weights)
         for color in COLORS
     }
-    live = max(COLORS, key=lambda color: colors[color].weight)  # first of equals: blue
+    live = live_color({color: colors[color].weight for color in COLORS})
     standby = colors[other(live)]
     return ServiceState(
         service.name, listener["ListenerArn"], colors[live], standby if standby.asg else None

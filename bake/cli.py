@@ -310,10 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(exc: BaseException, *, debug: bool) -> int:
     """Print one line for `exc` on stderr and give the exit code it calls for."""
-    if isinstance(exc, click.exceptions.Abort):
-        click.echo("error: interrupted", err=True)
-        return 130
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):  # click turns ^C into Abort
         click.echo("error: interrupted; the interrupted stage was undone", err=True)
         return 130
     if isinstance(exc, SystemExit):

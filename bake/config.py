@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -208,7 +209,8 @@ class ServiceConfig(Model):
     @field_validator("shift_steps")
     @classmethod
     def _ends_at_100(cls, steps: list[int]) -> list[int]:
-        if not steps or steps[-1] != 100 or steps != sorted(steps):
+        rising = all(earlier < later for earlier, later in pairwise(steps))
+        if not steps or steps[-1] != 100 or not rising:
             raise ValueError("must rise and end at 100, for example [10, 50, 100]")
         return steps
 

@@ -53,7 +53,9 @@ def ensure_keypair(runner: Runner, directory: Path) -> tuple[Path, Path]:
     directory.chmod(0o700)
     private.unlink(missing_ok=True)
     public.unlink(missing_ok=True)
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "goldenbake", "-f", str(private)])
+    runner.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "goldenbake", "-f", str(private)]
+    )
     return private, public
 
 

@@ -123,6 +123,9 @@ class StubTarget:
     cloud: Cloud
     name: str = "local"
 
+    def prepare(self) -> None:
+        """The test's cloud is already running."""
+
 
 @pytest.fixture
 def make_context(tmp_path: Path, config: Config, cloud: Cloud) -> Callable[..., RunContext]:

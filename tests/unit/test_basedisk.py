@@ -3,10 +3,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 
+from bake import locks
 from bake.config import LocalSettings
 from bake.errors import BakeError, CommandFailed
 from bake.history import History
@@ -15,6 +17,7 @@ from bake.local.basedisk import Recipe
 from bake.local.store import ImageStore
 from bake.state import StateDir
 from tests.unit.fakes import FakeRunner
+from tests.unit.flock_waiters import until_waiting_for_flock
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3Nza goldenbake"
 SETTINGS = LocalSettings(accelerator="tcg", disk_size_gb=2)
@@ -158,6 +161,7 @@ def _build(fake: FakeBuild, state: StateDir, history: History, public_key: Path,
     )  # fmt: skip
 
 
+@pytest.mark.root
 def test_build_runs_each_phase_and_stores_the_disk(
     state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -186,6 +190,7 @@ def test_build_runs_each_phase_and_stores_the_disk(
     assert any("first boot under tcg" in line for line in lines)
 
 
+@pytest.mark.root
 def test_a_second_build_with_the_same_inputs_is_a_cache_hit(
     state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -198,6 +203,7 @@ def test_a_second_build_with_the_same_inputs_is_a_cache_hit(
     assert again.runner.calls == []
 
 
+@pytest.mark.root
 def test_a_changed_key_builds_a_new_disk(
     tmp_path: Path, state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -212,6 +218,7 @@ def test_a_changed_key_builds_a_new_disk(
     assert again.runner.commands("mmdebstrap")
 
 
+@pytest.mark.root
 def test_first_boot_without_the_mark_fails_and_quotes_the_console(
     state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -225,6 +232,7 @@ def test_first_boot_without_the_mark_fails_and_quotes_the_console(
     assert not (state.store / "base-disks.json").exists()
 
 
+@pytest.mark.root
 def test_the_traced_echo_alone_is_not_success(
     state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -234,6 +242,7 @@ def test_the_traced_echo_alone_is_not_success(
         _build(fake, state, history, public_key)
 
 
+@pytest.mark.root
 def test_a_failed_mmdebstrap_removes_the_work_dir(
     state: StateDir, history: History, public_key: Path
 ) -> None:
@@ -244,3 +253,25 @@ def test_a_failed_mmdebstrap_removes_the_work_dir(
         _build(fake, state, history, public_key)
 
     assert list((state.root / "work").iterdir()) == []
+
+
+@pytest.mark.root
+def test_a_disk_built_while_waiting_for_the_lock_is_reused(
+    state: StateDir, history: History, public_key: Path
+) -> None:
+    recipe = Recipe("bookworm", SETTINGS.mirror, SETTINGS.disk_size_gb, public_key.read_text())
+    waiter, results = FakeBuild(), []
+    thread = threading.Thread(
+        target=lambda: results.append(_build(waiter, state, history, public_key))
+    )
+    with locks.waiting(state.locks, f"base-disk-{recipe.digest()[:16]}"):
+        thread.start()
+        until_waiting_for_flock()
+        store = ImageStore(state.store, history)
+        built = basedisk._build_and_store(
+            FakeBuild().runner, state, SETTINGS, recipe, store, lambda _line: None
+        )
+    thread.join(10)
+
+    assert results == [built]
+    assert waiter.runner.calls == [], "the disk built meanwhile was built again"

@@ -57,3 +57,30 @@ def test_a_project_with_chef_steps_needs_ruby(project: Path, capsys) -> None:
     main(["doctor", "--json"])
     checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
     assert checks["ruby"]["fix"] == "apt-get install -y ruby"
+
+
+def test_the_human_report_names_each_fix_and_exits_1(project: Path, capsys) -> None:
+    code = main(["doctor"])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert code == 1
+    assert lines[0].startswith("ok  packer: 1.6.6")
+    assert "MISSING qemu-system-x86_64: not found  -> apt-get install -y qemu-system-x86" in lines
+    assert captured.err.startswith("error: 4 required check(s) failed: qemu-system-x86_64, ")
+    assert "mmdebstrap" in captured.err
+
+
+def test_everything_present_exits_0(project: Path, capsys) -> None:
+    bin_dir = project / "bin"
+    for tool in ("qemu-img", "mmdebstrap", "mke2fs"):
+        fake = bin_dir / tool
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
+    qemu = bin_dir / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\nexit 1\n")
+    qemu.chmod(0o755)
+    (project / "bake.toml").write_text(CONFIG + '\n[local]\naccelerator = "tcg"\n')
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "MISSING" not in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 from dataclasses import make_dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from bake.records import Record
 from bake.stages.base import Outcome, Stage
 from bake.state import StateDir
 from tests.unit.fakes import FakeRunner
+from tests.unit.flock_waiters import until_waiting_for_flock
 
 
 class RecordingTarget:
@@ -232,22 +234,47 @@ def test_history_marks_runs_of_dead_processes_interrupted(tmp_path: Path) -> Non
 
 def test_a_waiting_lock_lets_the_second_holder_in_after_the_first(tmp_path: Path) -> None:
     import threading
-    import time
 
     order: list[str] = []
-    first_in = threading.Event()
+    second_done = threading.Event()
 
-    def first() -> None:
+    def second() -> None:
         with locks.waiting(tmp_path, "base-disk-x"):
-            order.append("first in")
-            first_in.set()
-            time.sleep(0.3)
-            order.append("first out")
+            order.append("second in")
+        second_done.set()
 
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert first_in.wait(5)
     with locks.waiting(tmp_path, "base-disk-x"):
-        order.append("second in")
-    thread.join(5)
+        order.append("first in")
+        thread = threading.Thread(target=second)
+        thread.start()
+        until_waiting_for_flock()
+        assert not second_done.is_set()
+        with pytest.raises(LockHeld):
+            locks.hold(tmp_path, "base-disk-x", "a run that must not wait").__enter__()
+        order.append("first out")
+    thread.join(10)
     assert order == ["first in", "first out", "second in"]
+
+
+def test_an_undo_that_fails_never_hides_the_failure_it_undid(tmp_path: Path, sequence) -> None:
+    class BreaksTwice(Stage):
+        name = "breaks"
+
+        def run(self) -> Outcome:
+            raise StageFailed("breaks", "the real problem")
+
+        def undo(self) -> None:
+            raise RuntimeError("and the undo broke too")
+
+    sequence(BreaksTwice)
+    ctx = make_context(tmp_path)
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+    with pytest.raises(StageFailed, match="the real problem"):
+        pipeline.execute(ctx, "test")
+    assert "breaks: undo failed too: and the undo broke too" in stream.getvalue()
+    (run,) = ctx.history.runs()
+    assert (run.status, run.error) == ("failed", "breaks: the real problem")
+    assert [(stage.name, stage.status, stage.detail) for stage in run.stages] == [
+        ("breaks", "failed", "breaks: the real problem")
+    ]
