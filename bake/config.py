@@ -20,13 +20,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from bake.errors import ConfigError
 from bake.settings import AwsSettings, ImageAwsSettings, LocalSettings, Model, Seconds
+from bake.steps import ChefStep, Step, describe_step_error
 
 DEFAULT_CONFIG = "bake.toml"
 TARGET_NAMES = ("local", "aws")
-STEP_KINDS = ("patch", "harden", "lineage", "shell", "chef")
 COLORS = ("blue", "green")
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -97,37 +98,12 @@ def _parse_bases(raw: Any) -> dict[str, BaseSpec]:
     return {target: spec for target in TARGET_NAMES}
 
 
-class Step(Model):
-    """One provisioning step of an image, in order."""
-
-    kind: str
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-def _parse_step(raw: Any) -> Step:
-    if isinstance(raw, Step):
-        return raw
-    if isinstance(raw, str):
-        kind, options = raw, {}
-    elif isinstance(raw, dict) and len(raw) == 1:
-        ((kind, options),) = raw.items()
-        if isinstance(options, str):
-            options = {"script": options}
-        if not isinstance(options, dict):
-            raise ValueError(f"step '{kind}' takes a table of options")
-    else:
-        raise ValueError('a step is a name such as "patch" or a table such as { shell = "x.sh" }')
-    if kind not in STEP_KINDS:
-        raise ValueError(f"unknown step '{kind}' (known steps: {', '.join(STEP_KINDS)})")
-    return Step(kind=kind, options=options)
-
-
 class ImageConfig(Model):
     """A recipe for an AMI: where it starts, how it is provisioned, how it is proven."""
 
     name: str
     base: Annotated[dict[str, BaseSpec], BeforeValidator(_parse_bases)]
-    steps: list[Annotated[Step, BeforeValidator(_parse_step)]]
+    steps: list[Step]
     verify: list[Path] = Field(min_length=1)
     description: str = ""
     build_timeout: Seconds = 7200
@@ -139,11 +115,34 @@ class ImageConfig(Model):
     def _plain_name(cls, name: str) -> str:
         return _usable_name(name, "image")
 
+    @field_validator("steps")
+    @classmethod
+    def _one_s3_package(cls, steps: list[Step]) -> list[Step]:
+        urls = _s3_package_urls(steps)
+        if len(urls) > 1:
+            raise ValueError(
+                f"one image can fetch one s3:// client package, not {len(urls)} ({', '.join(urls)})"
+            )
+        return steps
+
+    @property
+    def s3_package_url(self) -> str | None:
+        """The s3:// client package of the image's chef steps, which the target presigns at build
+        time; None when no chef step downloads one from S3."""
+        urls = _s3_package_urls(self.steps)
+        return urls[0] if urls else None
+
     def base_for(self, target: str) -> BaseSpec:
         return self.base[target]
 
     def has_step(self, kind: str) -> bool:
         return any(step.kind == kind for step in self.steps)
+
+
+def _s3_package_urls(steps: list[Step]) -> list[str]:
+    return sorted(
+        {url for step in steps if isinstance(step, ChefStep) and (url := step.s3_package_url)}
+    )
 
 
 class Capacity(Model):
@@ -307,13 +306,22 @@ def _check_layer_cycles(config: Config) -> None:
             spec = config.images[spec.value].base_for(config.target)
 
 
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+def _describe(error: ErrorDetails) -> str:
+    """One problem in plain words: where it is, what is wrong and what would be right."""
+    # pydantic names validators (`function-after[...]`) and dict keys (`[key]`) in locations.
+    loc = [
+        str(part)
+        for part in error["loc"]
+        if not str(part).startswith("function-") and part != "[key]"
+    ]
+    if len(loc) > 3 and loc[0] == "images" and loc[2] == "steps":
+        return describe_step_error(f"images.{loc[1]}.steps[{loc[3]}]", loc[4:], error)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif error["type"] == "missing":
         message = "required key is missing"
+    location = ".".join(loc)
     return f"{location}: {message}" if location else message
 
 
@@ -327,6 +335,11 @@ def load(path: Path | str | None = None) -> Config:
         )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="save the file as UTF-8",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return from_dict(raw, path)

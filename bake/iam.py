@@ -185,11 +185,9 @@ def policy(config: Config) -> dict[str, Any]:
         )
     buckets = sorted(
         {
-            step.options["client"]["url"].split("/")[2]
+            url.removeprefix("s3://").split("/")[0]
             for image in config.images.values()
-            for step in image.steps
-            if step.kind == "chef"
-            and str(step.options.get("client", {}).get("url", "")).startswith("s3://")
+            if (url := image.s3_package_url)
         }
     )
     if buckets:

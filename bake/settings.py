@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +31,19 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _mirror_url(url: str) -> str:
+    """Package mirrors are fetched by apt on the build machine, over HTTP(S)."""
+    address = urlsplit(url)
+    if address.scheme not in ("http", "https") or not address.netloc:
+        raise ValueError(
+            f"'{url}' is not an http:// or https:// address "
+            "(for example http://deb.debian.org/debian)"
+        )
+    return url
+
+
 Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+MirrorUrl = Annotated[str, AfterValidator(_mirror_url)]
 
 
 class Model(BaseModel):
@@ -46,8 +59,8 @@ class LocalSettings(Model):
     accelerator: Literal["auto", "kvm", "tcg"] = "auto"
     memory: int = Field(default=1024, ge=512)
     cpus: int = Field(default=2, ge=1)
-    mirror: str = "http://deb.debian.org/debian"
-    security_mirror: str = "http://deb.debian.org/debian-security"
+    mirror: MirrorUrl = "http://deb.debian.org/debian"
+    security_mirror: MirrorUrl = "http://deb.debian.org/debian-security"
     disk_size_gb: int = Field(default=4, ge=2)
     boot_timeout: Seconds = 300
     port: int = Field(default=0, ge=0, lt=65536)
@@ -95,8 +108,8 @@ class AwsSettings(Model):
     ssh_cidr: str | None = None
     communicator: Literal["ssh", "none"] = "ssh"
     volume_size_gb: int = Field(default=8, ge=1)
-    mirror: str = "http://cdn-aws.deb.debian.org/debian"
-    security_mirror: str = "http://cdn-aws.deb.debian.org/debian-security"
+    mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian"
+    security_mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian-security"
     boot_timeout: Seconds = 600
 
     @field_validator("ssh_cidr")

@@ -11,9 +11,9 @@ import hcl2
 import jinja2
 from hcl2 import SerializationOptions
 
+from bake.blocks import Block, Expr
 from bake.errors import InputError
 from bake.packer import PackerVersion
-from bake.provisioners import Block, Expr
 
 # Variables every template declares; the build passes them with -var.
 RUN_VARIABLES = (

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bake import packer, templates
+from bake.blocks import StepContext
 from bake.config import ImageConfig
 from bake.context import RunContext
 from bake.errors import CommandFailed, InputError
-from bake.provisioners import StepContext, blocks_for
+from bake.provisioners import blocks_for
 from bake.records import Rendered
 from bake.stages.base import Outcome, Stage
 

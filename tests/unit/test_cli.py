@@ -82,6 +82,17 @@ def test_a_verify_path_that_does_not_exist(project: Path, capsys) -> None:
     assert "images.base.verify: 'serverspec_tests/gone' does not exist" in err
 
 
+def test_iam_policy_with_a_bad_chef_client_stops_at_load(project: Path, capsys) -> None:
+    chef = '{ chef = { run_list = ["recipe[golden_web]"], client = "omnitruck" } }'
+    (project / "bake.toml").write_text(
+        CONFIG.replace('steps = ["patch", "harden", "lineage"]', f"steps = [{chef}]")
+    )
+    code, out, err = run(capsys, "iam-policy")
+    assert code == 2 and out == ""
+    assert "images.base.steps[0] (chef): client must be a table" in err
+    assert "internal error" not in err and err.count("\n") == 1
+
+
 def test_no_traceback_without_debug_and_one_with_it(project: Path, capsys) -> None:
     (project / "bake.toml").write_text("[images.base\n")
     code, _, err = run(capsys, "build", "base")

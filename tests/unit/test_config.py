@@ -8,6 +8,7 @@ import pytest
 
 from bake import config
 from bake.errors import ConfigError
+from bake.steps import PatchStep, ShellStep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,7 @@ def test_step_tables_and_base_forms(tmp_path: Path) -> None:
     text = """
 [images.base]
 base = { filter = { name = "debian-12-amd64-*", owners = ["136693071363"] } }
-steps = ["patch", { shell = "x.sh" }]
+steps = ["patch", { shell = "x.sh" }, { patch = { suite = "trixie", mirror = "https://m/debian" } }]
 verify = ["suites"]
 
 [images.web]
@@ -74,10 +75,14 @@ steps = [{ shell = { script = "y.sh", environment = { A = "1" } } }]
 verify = ["suites"]
 """
     loaded = config.load(write(tmp_path, text))
-    assert loaded.images["base"].steps[1].options == {"script": "x.sh"}
+    assert loaded.images["base"].steps == [
+        PatchStep(),
+        ShellStep(script="x.sh"),
+        PatchStep(suite="trixie", mirror="https://m/debian"),
+    ]
     assert loaded.images["base"].base_for("aws").filter["owners"] == ["136693071363"]
     assert loaded.images["web"].base_for("local").value == "base"
-    assert loaded.images["web"].steps[0].options["environment"] == {"A": "1"}
+    assert loaded.images["web"].steps == [ShellStep(script="y.sh", environment={"A": "1"})]
 
 
 @pytest.mark.parametrize(

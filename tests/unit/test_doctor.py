@@ -51,9 +51,8 @@ def test_missing_tools_are_named_with_the_package_that_brings_them(project: Path
 
 
 def test_a_project_with_chef_steps_needs_ruby(project: Path, capsys) -> None:
-    (project / "bake.toml").write_text(
-        CONFIG.replace('steps = ["patch"]', 'steps = [{ chef = { run_list = ["recipe[x]"] } }]')
-    )
+    chef = '{ chef = { run_list = ["recipe[x]"], client = { method = "preinstalled" } } }'
+    (project / "bake.toml").write_text(CONFIG.replace('steps = ["patch"]', f"steps = [{chef}]"))
     main(["doctor", "--json"])
     checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
     assert checks["ruby"]["fix"] == "apt-get install -y ruby"

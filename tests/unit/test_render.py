@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bake import templates
+from bake.blocks import Expr
 from bake.context import RunContext
 from bake.errors import InputError
 from bake.packer import PackerVersion
-from bake.provisioners import Expr
 from bake.stages.render import Render, render_image
 from tests.unit.local_context import make_context
 
@@ -63,6 +63,16 @@ def test_patch_mirrors_come_from_the_step_or_the_target(tmp_path: Path) -> None:
     env = parse_rendered(ctx)["build"][0]["provisioner"][0]["shell"]["environment_vars"]
     assert "BAKE_MIRROR=http://mirror.example/debian" in env
     assert "BAKE_SECURITY_MIRROR=http://deb.debian.org/debian-security" in env
+
+
+def test_a_shell_step_runs_its_script_with_its_environment(tmp_path: Path) -> None:
+    (tmp_path / "site.sh").write_text("#!/bin/sh\n")
+    step = {"shell": {"script": "site.sh", "environment": {"ROLE": "web", "PORT": "8080"}}}
+    ctx = make_context(tmp_path, steps=[step])
+    render_image(ctx, ctx.require_image())
+    shell = parse_rendered(ctx)["build"][0]["provisioner"][0]["shell"]
+    assert shell["script"] == str(tmp_path / "site.sh")
+    assert shell["environment_vars"] == ["ROLE=web", "PORT=8080"]
 
 
 def test_a_template_that_does_not_render_is_bad_input(tmp_path: Path) -> None:
