@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -105,6 +106,13 @@ def _pump(
     return tail
 
 
+def _not_started(argv: list[str], exc: OSError) -> BakeError:
+    """Why a program did not start: not installed (not on PATH), or not allowed to run."""
+    if "/" not in argv[0] and shutil.which(argv[0]) is None:
+        return BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`")
+    return BakeError(f"{argv[0]} cannot be started: {exc.strerror}")
+
+
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     merged = dict(os.environ)
     if env:
@@ -140,8 +148,8 @@ class Runner:
                 input=input,
                 start_new_session=True,
             )
-        except FileNotFoundError as exc:
-            raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+        except (FileNotFoundError, PermissionError) as exc:
+            raise _not_started(argv, exc) from exc
         except subprocess.TimeoutExpired as exc:
             raise CommandTimedOut(argv, timeout or 0) from exc
         result = Completed(
@@ -181,8 +189,8 @@ class Runner:
                 cwd=cwd,
                 start_new_session=True,
             )
-        except FileNotFoundError as exc:
-            raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+        except (FileNotFoundError, PermissionError) as exc:
+            raise _not_started(argv, exc) from exc
         deadline = _Deadline(popen, timeout)
         try:
             tail = _pump(popen, on_line, log_path)
@@ -224,6 +232,6 @@ class Runner:
                     cwd=cwd,
                     start_new_session=True,
                 )
-            except FileNotFoundError as exc:
-                raise BakeError(f"{argv[0]} is not installed", hint="run `bake doctor`") from exc
+            except (FileNotFoundError, PermissionError) as exc:
+                raise _not_started(argv, exc) from exc
         return Process(popen, argv)

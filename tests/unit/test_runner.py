@@ -32,6 +32,14 @@ def test_a_missing_program_says_so() -> None:
         Runner().stream(["no-such-program"], on_line=print)
 
 
+def test_a_program_that_may_not_run_says_so(tmp_path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with pytest.raises(BakeError, match="not-executable.sh cannot be started: Permission denied"):
+        Runner().run([str(script)])
+
+
 def test_run_timeout() -> None:
     with pytest.raises(BakeError, match="did not finish within 1s"):
         Runner().run(["sleep", "5"], timeout=1)
