@@ -84,7 +84,7 @@ class ServiceState:
     """Both colours of a service and the listener that chooses between them."""
 
     service: str
-    listener_arn: str
+    switch: elbv2.TrafficSwitch
     live: ColorState
     standby: ColorState | None
 
@@ -104,8 +104,11 @@ def _not_found(service: ServiceConfig, cloud: Cloud, what: str) -> BakeError:
     )
 
 
-def find_listener(cloud: Cloud, service: ServiceConfig) -> dict[str, Any]:
-    """The service's listener; a BakeError saying what is missing when there is none."""
+def find_switch(
+    cloud: Cloud, service: ServiceConfig
+) -> tuple[elbv2.TrafficSwitch, list[dict[str, Any]]]:
+    """Where the service's traffic is split (its listener, or its `listener_rule`) and the actions
+    there now; a BakeError saying what is missing when there is none."""
     load_balancer = elbv2.find_load_balancer(cloud, service.load_balancer)
     if load_balancer is None:
         raise _not_found(service, cloud, f"no load balancer named '{service.load_balancer}'")
@@ -117,7 +120,17 @@ def find_listener(cloud: Cloud, service: ServiceConfig) -> dict[str, Any]:
             f"load balancer '{service.load_balancer}' has no listener on port "
             f"{service.listener_port}",
         )
-    return listener
+    if service.listener_rule is None:
+        return elbv2.TrafficSwitch(listener["ListenerArn"]), listener["DefaultActions"]
+    rule = elbv2.find_rule(cloud, listener["ListenerArn"], service.listener_rule)
+    if rule is None:
+        raise _not_found(
+            service,
+            cloud,
+            f"the listener on port {service.listener_port} of '{service.load_balancer}' has no "
+            f"rule {service.listener_rule}",
+        )
+    return elbv2.TrafficSwitch(listener["ListenerArn"], rule["RuleArn"]), rule["Actions"]
 
 
 def check_health(
@@ -174,8 +187,8 @@ def live_color(weights: dict[str, int]) -> str:
 
 def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
     """Read the service's listener, Auto Scaling groups, launch templates and target health."""
-    listener = find_listener(cloud, service)
-    weights = elbv2.forward_weights(listener)
+    switch, actions = find_switch(cloud, service)
+    weights = elbv2.forward_weights(actions)
     groups = autoscaling.find_groups(cloud, [service.names(color).asg for color in COLORS])
     colors = {
         color: _color_state(cloud, service, color, groups.get(service.names(color).asg), weights)
@@ -183,18 +196,16 @@ def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
     }
     live = live_color({color: colors[color].weight for color in COLORS})
     standby = colors[other(live)]
-    return ServiceState(
-        service.name, listener["ListenerArn"], colors[live], standby if standby.asg else None
-    )
+    return ServiceState(service.name, switch, colors[live], standby if standby.asg else None)
 
 
 def route(cloud: Cloud, state: ServiceState, weights: dict[str, int]) -> None:
-    """Set the listener's weights by colour; a colour without a target group is left out."""
+    """Set the weights by colour; a colour without a target group is left out."""
     by_arn = {}
     for color_state in (state.live, state.standby):
         if color_state and color_state.target_group_arn:
             by_arn[color_state.target_group_arn] = weights.get(color_state.color, 0)
-    elbv2.set_forward_weights(cloud, state.listener_arn, by_arn)
+    elbv2.set_forward_weights(cloud, state.switch, by_arn)
 
 
 def send_all_to(cloud: Cloud, service: ServiceConfig, color: str) -> ServiceState:

@@ -31,6 +31,22 @@ TARGET_NAMES = ("local", "aws")
 COLORS = ("blue", "green")
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_RULE_ARN = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:listener-rule/")
+
+
+def _listener_rule(value: Any) -> int | str:
+    """A listener rule, by its priority (1 to 50000) or its ARN."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 50000:
+        return value
+    if isinstance(value, str) and _RULE_ARN.match(value):
+        return value
+    raise ValueError(
+        f"{value!r} is not a listener rule (give its priority, 1 to 50000, or its ARN "
+        "arn:aws:elasticloadbalancing:REGION:ACCOUNT:listener-rule/...)"
+    )
+
+
+ListenerRule = Annotated[int | str, BeforeValidator(_listener_rule)]
 
 
 class BaseSpec(Model):
@@ -181,6 +197,7 @@ class ServiceConfig(Model):
     launch_template: str = ""
     load_balancer: str = ""
     listener_port: int = Field(default=80, gt=0, lt=65536)
+    listener_rule: ListenerRule | None = None
     blue: ColorNames | None = None
     green: ColorNames | None = None
     health_timeout: Seconds = 600

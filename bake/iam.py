@@ -98,6 +98,7 @@ ROLL_OUT = [
     "elasticloadbalancing:DescribeTargetGroups",
     "elasticloadbalancing:DescribeTargetHealth",
     "elasticloadbalancing:ModifyListener",
+    "elasticloadbalancing:ModifyRule",
     "elasticloadbalancing:AddTags",
 ]
 

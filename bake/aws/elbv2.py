@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
 from bake.aws.session import Cloud
+from bake.errors import BakeError
 from bake.polling import waiter_config
 
 # Target group settings a mirrored target group copies from its source.
@@ -110,9 +113,41 @@ def create_forward_listener(
     )["Listeners"][0]
 
 
-def forward_weights(listener: dict[str, Any]) -> dict[str, int]:
-    """Target group ARN -> weight in the listener's default forward action."""
-    for action in listener.get("DefaultActions", []):
+@dataclass(frozen=True)
+class TrafficSwitch:
+    """Where a service's traffic is split between colours: a listener's default actions, or one
+    of its rules (host or path based)."""
+
+    listener_arn: str
+    rule_arn: str | None = None
+
+    def describe(self) -> str:
+        return f"rule {self.rule_arn}" if self.rule_arn else f"listener {self.listener_arn}"
+
+
+def find_rule(cloud: Cloud, listener_arn: str, rule: int | str) -> dict[str, Any] | None:
+    """The listener's rule with this priority (an int) or ARN (a string), or None."""
+    paginator = cloud.client("elbv2").get_paginator("describe_rules")
+    for page in paginator.paginate(ListenerArn=listener_arn):
+        for found in page["Rules"]:
+            if found["RuleArn"] == rule or found["Priority"] == str(rule):
+                return found
+    return None
+
+
+def actions_of(cloud: Cloud, switch: TrafficSwitch) -> list[dict[str, Any]]:
+    """The actions that split the traffic, as the load balancer holds them now."""
+    client = cloud.client("elbv2")
+    if switch.rule_arn:
+        (rule,) = client.describe_rules(RuleArns=[switch.rule_arn])["Rules"]
+        return list(rule["Actions"])
+    (listener,) = client.describe_listeners(ListenerArns=[switch.listener_arn])["Listeners"]
+    return list(listener["DefaultActions"])
+
+
+def forward_weights(actions: list[dict[str, Any]]) -> dict[str, int]:
+    """Target group ARN -> weight in the forward action among `actions`."""
+    for action in actions:
         if action.get("Type") != "forward":
             continue
         groups = action.get("ForwardConfig", {}).get("TargetGroups")
@@ -123,11 +158,38 @@ def forward_weights(listener: dict[str, Any]) -> dict[str, int]:
     return {}
 
 
-def set_forward_weights(cloud: Cloud, listener_arn: str, weights: dict[str, int]) -> None:
-    """Replace the listener's default action with a weighted forward to these target groups."""
-    cloud.client("elbv2").modify_listener(
-        ListenerArn=listener_arn, DefaultActions=_forward(weights)
-    )
+def with_weights(actions: list[dict[str, Any]], weights: dict[str, int]) -> list[dict[str, Any]]:
+    """`actions` with only the forward action's target group weights changed.
+
+    Every other action (authenticate-oidc, authenticate-cognito, ...), the order, and the forward's
+    stickiness stay as they are. An OIDC action keeps its client secret, which describe calls never
+    return, through `UseExistingClientSecret`.
+    """
+    changed = copy.deepcopy(actions)
+    forward = next((action for action in changed if action.get("Type") == "forward"), None)
+    if forward is None:
+        raise BakeError("the traffic's actions have no forward action to weigh", hint=str(actions))
+    forward.pop("TargetGroupArn", None)
+    config = forward.setdefault("ForwardConfig", {})
+    config["TargetGroups"] = [
+        {"TargetGroupArn": arn, "Weight": weight} for arn, weight in weights.items()
+    ]
+    for action in changed:
+        if action.get("Type") == "authenticate-oidc":
+            action["AuthenticateOidcConfig"].pop("ClientSecret", None)
+            action["AuthenticateOidcConfig"]["UseExistingClientSecret"] = True
+    return changed
+
+
+def set_forward_weights(cloud: Cloud, switch: TrafficSwitch, weights: dict[str, int]) -> None:
+    """Give the forward action of the listener (or rule) these target group weights, and change
+    nothing else."""
+    actions = with_weights(actions_of(cloud, switch), weights)
+    client = cloud.client("elbv2")
+    if switch.rule_arn:
+        client.modify_rule(RuleArn=switch.rule_arn, Actions=actions)
+    else:
+        client.modify_listener(ListenerArn=switch.listener_arn, DefaultActions=actions)
 
 
 def target_health(
