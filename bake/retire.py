@@ -1,13 +1,19 @@
-"""Retiring old AMIs of an image: keep the newest verified ones, and never one that an Auto Scaling
-group in use references through its launch template (or launch configuration)."""
+"""Retiring old AMIs of an image: keep the newest verified ones, the published one, and never one
+that an Auto Scaling group references through a launch template (its own, or its mixed instances
+policy's) or a launch configuration. The decision is a pure function of what was described."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bake.aws import images
 from bake.aws.session import Cloud
+from bake.aws.tags import tags_of
+
+# The tag naming the run that built an AMI; run ids start with the run's UTC time.
+RUN_ID_TAG = "bake:run-id"
 
 
 @dataclass(frozen=True)
@@ -37,29 +43,49 @@ def _template_image(cloud: Cloud, template: dict[str, Any]) -> str | None:
     return versions[0]["LaunchTemplateData"].get("ImageId") if versions else None
 
 
+def _launch_templates(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every launch template a group launches from: its own, or its mixed instances policy's and
+    any an override of that policy names for its instance types."""
+    if group.get("LaunchTemplate"):
+        return [group["LaunchTemplate"]]
+    policy = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {})
+    specs = [policy.get("LaunchTemplateSpecification")] + [
+        override.get("LaunchTemplateSpecification") for override in policy.get("Overrides", [])
+    ]
+    return [spec for spec in specs if spec]
+
+
 def amis_in_use(cloud: Cloud) -> dict[str, str]:
     """AMI id -> which Auto Scaling group uses it, for every group in the region."""
     used: dict[str, str] = {}
     autoscaling = cloud.client("autoscaling")
     for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate():
         for group in page["AutoScalingGroups"]:
-            template = group.get("LaunchTemplate") or group.get("MixedInstancesPolicy", {}).get(
-                "LaunchTemplate", {}
-            ).get("LaunchTemplateSpecification")
-            ami = None
-            if template:
-                ami = _template_image(cloud, template)
-                version = template.get("Version")
-                where = f"{group['AutoScalingGroupName']} (launch template version {version})"
-            elif group.get("LaunchConfigurationName"):
+            name = group["AutoScalingGroupName"]
+            for template in _launch_templates(group):
+                version = template.get("Version") or "$Default"
+                if ami := _template_image(cloud, template):
+                    used.setdefault(ami, f"{name} (launch template version {version})")
+            if group.get("LaunchConfigurationName"):
                 configs = autoscaling.describe_launch_configurations(
                     LaunchConfigurationNames=[group["LaunchConfigurationName"]]
                 )["LaunchConfigurations"]
-                ami = configs[0]["ImageId"] if configs else None
-                where = f"{group['AutoScalingGroupName']} (launch configuration)"
-            if ami:
-                used.setdefault(ami, where)
+                if configs and configs[0].get("ImageId"):
+                    used.setdefault(configs[0]["ImageId"], f"{name} (launch configuration)")
     return used
+
+
+def newest_first(ami: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Sort key for newest first (with reverse=True). CreationDate has one-second resolution on
+    moto, so AMIs registered in the same second are told apart by the run id of their build (which
+    starts with the second the run started), then by name, then by id. The id is unique, so the
+    order is total and the decisions are the same for any order describe_images gives."""
+    return (
+        ami.get("CreationDate", ""),
+        tags_of(ami).get(RUN_ID_TAG, ""),
+        ami.get("Name", ""),
+        ami["ImageId"],
+    )
 
 
 def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
@@ -67,12 +93,23 @@ def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
     found = cloud.client("ec2").describe_images(
         Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": [image]}]
     )["Images"]
-    found.sort(key=lambda ami: ami.get("CreationDate", ""), reverse=True)
-    used = amis_in_use(cloud)
-    published = images.published(cloud, image)
+    return decide_images(found, amis_in_use(cloud), images.published(cloud, image), keep, image)
+
+
+def decide_images(
+    found: Iterable[dict[str, Any]],
+    used: Mapping[str, str],
+    published: str | None,
+    keep: int,
+    image: str,
+) -> list[Decision]:
+    """What to do with each AMI (as describe_images gives them), newest first: keep the `keep`
+    newest verified ones, every one in `used` (AMI id -> by what) and the `published` one."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
     decisions, verified_seen = [], 0
-    for ami in found:
-        verified = images.tags_of(ami).get("bake:verified", "never")
+    for ami in sorted(found, key=newest_first, reverse=True):
+        verified = tags_of(ami).get("bake:verified", "never")
         newest = verified == "true" and verified_seen < keep
         verified_seen += verified == "true"
         if ami["ImageId"] in used:
@@ -84,14 +121,12 @@ def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
         elif verified == "true":
             keep_it, reason = False, f"older than the newest {keep} verified"
         else:
-            keep_it, reason = (
-                False,
-                "failed verification" if verified == "false" else "never verified",
-            )
+            keep_it = False
+            reason = "failed verification" if verified == "false" else "never verified"
         snapshots = [
-            m["Ebs"]["SnapshotId"]
-            for m in ami.get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")
+            mapping["Ebs"]["SnapshotId"]
+            for mapping in ami.get("BlockDeviceMappings", [])
+            if mapping.get("Ebs", {}).get("SnapshotId")
         ]
         decisions.append(
             Decision(

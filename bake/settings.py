@@ -17,17 +17,33 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
+# ASCII digits only: \d would also take other scripts' digits, which int() reads as numbers.
+_DURATION = re.compile(r"\s*([0-9]+)\s*([smh]?)\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "": 1}
+_WRITE = 'write 90, "90s", "10m" or "1h"'
+
+# The longest wait bake.toml may ask for. Real timeouts are minutes to a few hours (a build's
+# default is 2 hours), so a week leaves ample room; anything longer is a slip such as hours written
+# for seconds, and a billion hours would overflow sleep() and thread waits far from the config.
+MAX_SECONDS = 7 * 24 * 3600
 
 
 def _seconds(value: Any) -> Any:
-    """Accept 90, "90s", "10m" or "1h" and give seconds."""
+    """Accept 90, "90s", "10m" or "1h" and give seconds; refuse a duration longer than a week."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a duration ({_WRITE})")
     if isinstance(value, str):
-        match = _DURATION.match(value)
+        shown = repr(value if len(value) <= 40 else value[:40] + "...")
+        match = _DURATION.fullmatch(value)
         if not match:
-            raise ValueError(f'\'{value}\' is not a duration (write 90, "90s", "10m" or "1h")')
-        return int(match.group(1)) * _UNITS[match.group(2)]
+            raise ValueError(f"{shown} is not a duration ({_WRITE})")
+        number, unit = match.group(1).lstrip("0") or "0", match.group(2)
+        # Count digits before int(): thousands of them would hit Python's int conversion limit.
+        if len(number) > len(str(MAX_SECONDS)) or int(number) * _UNITS[unit] > MAX_SECONDS:
+            raise ValueError(f"{shown} is too long (at most 7 days)")
+        return int(number) * _UNITS[unit]
+    if isinstance(value, int | float) and value > MAX_SECONDS:
+        raise ValueError(f"{value} seconds is too long (at most 7 days)")
     return value
 
 

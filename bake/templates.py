@@ -4,6 +4,7 @@ their structure before Packer itself validates them."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ RUN_VARIABLES = (
 )
 
 
+# JSON escapes that HCL lacks, as the \u escapes HCL has.
+_NOT_HCL = {"b": "\\u0008", "f": "\\u000c"}
+
+
 def hcl(value: Any) -> str:
     """An HCL literal for a Python value: strings quoted with `${` and `%{` escaped."""
     if isinstance(value, Expr):
@@ -33,7 +38,12 @@ def hcl(value: Any) -> str:
     if isinstance(value, int | float):
         return json.dumps(value)
     if isinstance(value, str):
-        escaped = json.dumps(value)
+        # Not ASCII-only: JSON would write a character beyond U+FFFF as a surrogate pair
+        # ("\ud83d\ude00"), an escape HCL rejects; the rendered file is UTF-8.
+        escaped = json.dumps(value, ensure_ascii=False)
+        # HCL has no \b or \f escape. Every backslash JSON writes starts an escape, so matching
+        # pairs from the left never splits one.
+        escaped = re.sub(r"\\(.)", lambda pair: _NOT_HCL.get(pair[1], pair[0]), escaped)
         return escaped.replace("${", "$${").replace("%{", "%%{")
     if isinstance(value, list | tuple):
         return "[" + ", ".join(hcl(item) for item in value) + "]"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 
 from bake import plan, retire
 from bake.aws import images
@@ -15,6 +18,7 @@ from bake.records import RunOptions
 from bake.stages.retire import Retire
 from bake.state import StateDir
 from bake.targets.aws import AwsTarget
+from tests.conftest import REGION
 from tests.unit.fakes import FakeRunner
 
 
@@ -66,11 +70,153 @@ def test_keeps_the_newest_verified_and_everything_in_use(cloud, amis) -> None:
     assert decisions[amis["never"]].reason == "never verified"
 
 
+def images_of(cloud, image: str) -> list[dict]:
+    return cloud.client("ec2").describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": [image]}]
+    )["Images"]
+
+
+def same_creation_date(amis: list[str]) -> None:
+    """Give the AMIs one CreationDate, as AMIs registered within one second get on moto.
+
+    Registering them fast enough would depend on the clock; the moto server runs in this process, so
+    its record of each AMI is set directly instead.
+    """
+    instant = datetime(2026, 11, 27, 6, 50, tzinfo=UTC)
+    for ami in amis:
+        ec2_backends[DEFAULT_ACCOUNT_ID][REGION].amis[ami].creation_date = instant
+
+
+@pytest.mark.parametrize("registered", ["oldest run first", "newest run first"])
+def test_amis_created_in_the_same_second_keep_the_newest_run(
+    cloud, register_ami, registered: str
+) -> None:
+    # Names sort against the runs, so only the run id can put the newest first.
+    runs = {
+        "20261127T065000Z-0c0c0c": "base-c",
+        "20261127T065100Z-0b0b0b": "base-b",
+        "20261127T065200Z-0a0a0a": "base-a",
+    }
+    order = list(runs) if registered == "oldest run first" else list(reversed(runs))
+    made = {}
+    for run_id in order:
+        made[run_id] = register_ami(runs[run_id])
+        images.tag(
+            cloud,
+            made[run_id],
+            {"bake:image": "base", "bake:verified": "true", "bake:run-id": run_id},
+        )
+    same_creation_date(list(made.values()))
+    created = {image["CreationDate"] for image in images_of(cloud, "base")}
+    assert len(created) == 1, "the AMIs must tie on CreationDate for this test to mean anything"
+
+    decisions = retire.decide(cloud, "base", keep=1)
+    assert [decision.ami for decision in decisions] == [made[run] for run in sorted(runs)[::-1]]
+    assert [decision.keep for decision in decisions] == [True, False, False]
+
+
 def test_the_published_latest_is_kept(cloud, amis) -> None:
     images.publish(cloud, "base", amis["old-verified"])
     decisions = by_ami(retire.decide(cloud, "base", keep=1))
     assert decisions[amis["old-verified"]].keep
     assert decisions[amis["old-verified"]].reason == "published as /bake/images/base/latest"
+
+
+@pytest.fixture
+def web_template(cloud, register_ami) -> dict[str, str]:
+    """Four verified AMIs of `base`, oldest first, and launch template `web` at three versions:
+    1 runs `a`, 2 (the default) runs `b`, 3 (the latest) runs `c`; `web-arm` version 1 runs `a`."""
+    made = {}
+    for n, key in enumerate(["a", "b", "c", "newest"]):
+        made[key] = register_ami(f"base-{n}")
+        images.tag(
+            cloud,
+            made[key],
+            {
+                "bake:image": "base",
+                "bake:verified": "true",
+                "bake:run-id": f"20261127T06500{n}Z-0a0b0c",
+            },
+        )
+    ec2 = cloud.client("ec2")
+    ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": made["a"]})
+    for key in ["b", "c"]:
+        ec2.create_launch_template_version(
+            LaunchTemplateName="web", LaunchTemplateData={"ImageId": made[key]}
+        )
+    ec2.modify_launch_template(LaunchTemplateName="web", DefaultVersion="2")
+    ec2.create_launch_template(
+        LaunchTemplateName="web-arm", LaunchTemplateData={"ImageId": made["a"]}
+    )
+    cloud.client("autoscaling").create_launch_configuration(
+        LaunchConfigurationName="web-lc", ImageId=made["a"], InstanceType="t3.micro"
+    )
+    return made
+
+
+def mixed(version: str, *overrides: dict) -> dict:
+    spec = {"LaunchTemplateName": "web", "Version": version}
+    types = [{"InstanceType": "t3.micro"}, *overrides]
+    return {
+        "MixedInstancesPolicy": {
+            "LaunchTemplate": {"LaunchTemplateSpecification": spec, "Overrides": types}
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("launches_from", "in_use"),
+    [
+        pytest.param(
+            {"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "1"}}, {"a"}, id="pinned-1"
+        ),
+        pytest.param(
+            {"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "3"}}, {"c"}, id="pinned-3"
+        ),
+        pytest.param(
+            {"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "$Default"}},
+            {"b"},
+            id="$Default",
+        ),
+        pytest.param(
+            {"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "$Latest"}},
+            {"c"},
+            id="$Latest",
+        ),
+        pytest.param({"LaunchTemplate": {"LaunchTemplateName": "web"}}, {"b"}, id="no-version"),
+        pytest.param({"LaunchConfigurationName": "web-lc"}, {"a"}, id="launch-configuration"),
+        pytest.param(mixed("$Default"), {"b"}, id="mixed-instances"),
+        pytest.param(mixed("2"), {"b"}, id="mixed-instances-pinned"),
+        pytest.param(
+            mixed(
+                "$Latest",
+                {
+                    "InstanceType": "t4g.micro",
+                    "LaunchTemplateSpecification": {"LaunchTemplateName": "web-arm"},
+                },
+            ),
+            {"c", "a"},
+            id="mixed-instances-override",
+        ),
+    ],
+)
+def test_an_ami_a_group_launches_from_is_never_retired(
+    cloud, web_template, launches_from: dict, in_use: set[str]
+) -> None:
+    cloud.client("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        MinSize=0,
+        MaxSize=1,
+        AvailabilityZones=[f"{REGION}a"],
+        **launches_from,
+    )
+    decisions = by_ami(retire.decide(cloud, "base", keep=1))
+    kept = {key for key, ami in web_template.items() if decisions[ami].keep}
+    assert kept == in_use | {"newest"}
+    for key in in_use:
+        assert decisions[web_template[key]].reason.startswith("in use by web-asg (launch ")
+    for key in {"a", "b", "c"} - in_use:
+        assert decisions[web_template[key]].reason == "older than the newest 1 verified"
 
 
 def test_retire_deregisters_and_deletes_snapshots(cloud, amis) -> None:
