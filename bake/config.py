@@ -29,6 +29,7 @@ from bake.steps import ChefStep, Step, describe_step_error
 DEFAULT_CONFIG = "bake.toml"
 TARGET_NAMES = ("local", "aws")
 COLORS = ("blue", "green")
+ELB_NAME_LIMIT = 32
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _RULE_ARN = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:listener-rule/")
@@ -97,6 +98,11 @@ def _parse_base(raw: Any) -> BaseSpec:
         if kind == "filter":
             if not isinstance(value, dict) or not value.get("name"):
                 raise ValueError('a base filter needs at least name = "pattern"')
+            if not value.get("owners"):
+                raise ValueError(
+                    'a base filter needs owners = ["ACCOUNT"] (or "amazon", "self"): without it '
+                    "an AMI of any account whose name matches could be picked"
+                )
             return BaseSpec(kind="filter", filter=value)
         if kind in ("debian", "image", "ssm", "ami") and isinstance(value, str) and value:
             return BaseSpec(kind=kind, value=value)
@@ -221,6 +227,21 @@ class ServiceConfig(Model):
     @classmethod
     def _plain_name(cls, name: str) -> str:
         return _usable_name(name, "service")
+
+    @model_validator(mode="after")
+    def _aws_name_lengths(self) -> ServiceConfig:
+        """Load balancer and target group names are at most 32 characters on AWS."""
+        for key, value in (
+            ("load_balancer", self.load_balancer),
+            *((f"{color}.target_group", self.names(color).target_group) for color in COLORS),
+        ):
+            if len(value) > ELB_NAME_LIMIT:
+                raise ValueError(
+                    f"{key} '{value}' is longer than {ELB_NAME_LIMIT} characters, AWS's limit "
+                    f"(use a service name of at most {ELB_NAME_LIMIT - len('-green')} characters, "
+                    "or give the names)"
+                )
+        return self
 
     @field_validator("shift_steps")
     @classmethod

@@ -175,7 +175,8 @@ def policy(config: Config) -> dict[str, Any]:
         ),
     ]
     keys = _kms_keys(config)
-    if any(image.aws.encrypt_boot for image in config.images.values()):
+    # EBS's AWS-managed key needs no IAM permission of the caller; customer keys do.
+    if keys:
         arns = [key for key in keys if key.startswith("arn:")]
         statements.append(
             _statement(

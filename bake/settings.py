@@ -139,7 +139,7 @@ class AwsSettings(Model):
 class ImageAwsSettings(Model):
     """How an image's AMI is made on AWS: encryption, copies to other regions, sharing, tags."""
 
-    encrypt_boot: bool = False
+    encrypt_boot: bool = True
     kms_key_id: KmsKey | None = None
     ami_regions: list[Region] = Field(default_factory=list)
     region_kms_key_ids: dict[Region, KmsKey] = Field(default_factory=dict)
@@ -147,6 +147,17 @@ class ImageAwsSettings(Model):
     ami_org_arns: list[str] = Field(default_factory=list)
     instance_type: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tags")
+    @classmethod
+    def _own_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(key for key in tags if key.startswith("bake:"))
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)}: tags starting with bake: are the toolkit's own (lineage "
+                "and verification); name yours otherwise"
+            )
+        return tags
 
     @field_validator("ami_users")
     @classmethod

@@ -40,4 +40,24 @@ class Prepare(Stage):
                 f"{ami} is not a verified AMI (tag bake:verified=true missing)",
                 hint="only AMIs that passed bake verify can be swapped in",
             )
+        if ctx.options.ami:
+            self._ours(ami)
         return ami
+
+    def _ours(self, ami: str) -> None:
+        """An AMI named on the command line must be of the service's image and of this account."""
+        ctx, service = self.ctx, self.ctx.require_service()
+        described = images.describe(ctx.target.cloud, ami) or {}
+        image = images.tags_of(described).get("bake:image")
+        if image != service.image:
+            raise InputError(
+                f"{ami} is an AMI of image {image or '(none)'}, not of {service.image}, the image "
+                f"of service {service.name}",
+                hint=f"pass an AMI of {service.image}",
+            )
+        account = ctx.target.cloud.client("sts").get_caller_identity()["Account"]
+        if described.get("OwnerId") != account:
+            raise InputError(
+                f"{ami} belongs to account {described.get('OwnerId')}, not to this one ({account})",
+                hint="swap in AMIs this account baked; copy a shared one first",
+            )

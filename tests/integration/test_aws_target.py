@@ -67,6 +67,7 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
     config_path = write_config(
         tmp_path,
         moto_endpoint,
+        encrypt_boot=False,
         ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"],
     )
     text = config_path.read_text().replace('communicator = "none"', 'communicator = "ssh"')
@@ -92,6 +93,7 @@ def test_org_sharing_needs_packer_1_7(tmp_path: Path, moto_endpoint) -> None:
         write_config(
             tmp_path,
             moto_endpoint,
+            encrypt_boot=False,
             ami_org_arns=["arn:aws:organizations::111122223333:organization/o-abcdefghij"],
         )
     )
@@ -106,7 +108,7 @@ def test_org_sharing_needs_packer_1_7(tmp_path: Path, moto_endpoint) -> None:
     ("aws_table", "message"),
     [
         ({"encrypt_boot": True, "kms_key_id": "golden"}, "'golden' is not a KMS key"),
-        ({"kms_key_id": "alias/golden"}, "encrypt_boot is not true"),
+        ({"encrypt_boot": False, "kms_key_id": "alias/golden"}, "encrypt_boot is not true"),
         ({"ami_regions": ["Europe"]}, "'Europe' is not an AWS region"),
         ({"ami_users": ["12345"]}, "'12345' is not an AWS account id"),
         (

@@ -175,3 +175,84 @@ def test_capacity_loads_exactly_when_ordered(
         assert (loaded.min, loaded.desired, loaded.max) == (minimum, desired, maximum)
     else:
         refused(tmp_path, "needs min <= desired <= max", service={"capacity": capacity})
+
+
+# hardening: what is safe by default on AWS
+
+
+def test_a_filter_base_must_name_its_owners(tmp_path: Path) -> None:
+    refused(
+        tmp_path,
+        'a base filter needs owners = ["ACCOUNT"]',
+        web={"base": {"filter": {"name": "debian-12-*"}}, "steps": [], "verify": ["suites"]},
+    )
+    web = {
+        "base": {"filter": {"name": "debian-12-*", "owners": ["136693071363"]}},
+        "steps": [],
+        "verify": ["suites"],
+    }
+    assert load(tmp_path, web=web).images["web"].base["aws"].filter == web["base"]["filter"]
+
+
+def test_the_toolkits_own_tags_cannot_be_set_in_bake_toml(tmp_path: Path) -> None:
+    image = {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}
+    refused(
+        tmp_path,
+        "images.web.aws.tags: bake:verified: tags starting with bake: are the toolkit's own",
+        web={**image, "aws": {"tags": {"team": "x", "bake:verified": "true"}}},
+    )
+    loaded = load(tmp_path, web={**image, "aws": {"tags": {"team": "x", "baker": "y"}}})
+    assert loaded.images["web"].aws.tags == {"team": "x", "baker": "y"}
+
+
+def test_images_are_encrypted_unless_told_otherwise(tmp_path: Path) -> None:
+    image = {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}
+    assert load(tmp_path).images["base"].aws.encrypt_boot is True
+    refused(
+        tmp_path,
+        "sharing an encrypted AMI needs kms_key_id",
+        web={**image, "aws": {"ami_users": ["111122223333"]}},
+    )
+    plain = load(
+        tmp_path, web={**image, "aws": {"encrypt_boot": False, "ami_users": ["111122223333"]}}
+    )
+    assert plain.images["web"].aws.encrypt_boot is False
+
+
+@pytest.mark.parametrize(
+    ("service", "problem"),
+    [
+        (
+            {"name": "a" * 27},
+            "green.target_group 'aaaaaaaaaaaaaaaaaaaaaaaaaaa-green' is longer than 32",
+        ),
+        ({"name": "a" * 33}, "load_balancer 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is longer than 32"),
+        (
+            {"name": "demo", "green": {"asg": "g", "target_group": "t" * 33}},
+            "green.target_group 'ttttttttttttttttttttttttttttttttt' is longer than 32",
+        ),
+    ],
+)
+def test_service_names_leave_room_for_aws_names(
+    tmp_path: Path, service: dict[str, Any], problem: str
+) -> None:
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    name = service.pop("name")
+    raw = {
+        "images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+        "services": {name: {"image": "base", "capacity": 1, **service}},
+    }
+    with pytest.raises(ConfigError, match=problem):
+        from_dict(raw, tmp_path / "bake.toml")
+
+
+def test_a_service_name_of_26_characters_fits(tmp_path: Path) -> None:
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    name = "a" * 26
+    raw = {
+        "images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+        "services": {name: {"image": "base", "capacity": 1}},
+    }
+    assert from_dict(raw, tmp_path / "bake.toml").services[name].names("green").target_group == (
+        f"{name}-green"
+    )

@@ -56,11 +56,33 @@ def test_swap_refuses_an_ami_not_tagged_verified_true(
 
 def test_swap_takes_a_verified_ami(seeded, register_ami, make_context, run_stage) -> None:
     ami = register_ami("goldenbake-base-2")
-    images.tag(seeded, ami, {"bake:verified": "true"})
+    images.tag(seeded, ami, {"bake:verified": "true", "bake:image": "base"})
     ctx = make_context(options=RunOptions(ami=ami))
     ctx.command = "swap"
     run_stage(Prepare, ctx)
     assert ctx.records.need(VerifiedAmi, "test").ami == ami
+
+
+@pytest.mark.parametrize("image", [None, "web"])
+def test_swap_refuses_an_ami_of_another_image(seeded, register_ami, make_context, image) -> None:
+    ami = register_ami("goldenbake-web-1")
+    images.tag(seeded, ami, {"bake:verified": "true", **({"bake:image": image} if image else {})})
+    ctx = make_context(options=RunOptions(ami=ami))
+    before = _listener_and_versions(seeded, ctx.service)
+    with pytest.raises(
+        InputError, match=f"{ami} is an AMI of image {image or '.none.'}, not of base"
+    ):
+        pipeline.execute(ctx, "swap")
+    assert _listener_and_versions(seeded, ctx.service) == before
+
+
+def test_swap_refuses_an_ami_of_another_account(seeded, make_context) -> None:
+    (public, *_) = seeded.client("ec2").describe_images(Owners=["amazon"])["Images"]
+    ami = public["ImageId"]
+    images.tag(seeded, ami, {"bake:verified": "true", "bake:image": "base"})
+    ctx = make_context(options=RunOptions(ami=ami))
+    with pytest.raises(InputError, match=f"{ami} belongs to account {public['OwnerId']}, not"):
+        pipeline.execute(ctx, "swap")
 
 
 def test_swap_without_a_published_ami_says_what_to_run(seeded, make_context) -> None:
