@@ -17,6 +17,7 @@ import click
 
 from bake import doctor as doctor_module
 from bake.app import App
+from bake.aws.errors import cloud_error
 from bake.console import duration
 from bake.errors import BakeError, ChecksFailed
 from bake.pipeline import RunResult
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(exc: BaseException, *, debug: bool) -> int:
     """Print one line for `exc` on stderr and give the exit code it calls for."""
+    exc = cloud_error(exc) or exc
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):  # click turns ^C into Abort
         click.echo("error: interrupted; the interrupted stage was undone", err=True)
         return 130

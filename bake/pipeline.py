@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bake.aws.errors import cloud_error
 from bake.context import RunContext
 from bake.errors import BakeError
 from bake.records import Records
@@ -106,8 +107,12 @@ def execute(ctx: RunContext, command: str) -> RunResult:
         error = exc.format_message()
         raise
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
+        converted = cloud_error(exc)
+        if converted is None:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        error = converted.format_message()
+        raise converted from exc
     finally:
         ctx.history.finish_run(ctx.run_id, status, error)
     return RunResult(ctx.run_id, command, subject, status, ctx.records)
