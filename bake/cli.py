@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from bake import doctor as doctor_module
 from bake.app import App
 from bake.aws.errors import cloud_error
 from bake.console import duration
-from bake.errors import BakeError, ChecksFailed
+from bake.errors import BakeError, Cancelled, ChecksFailed
 from bake.pipeline import RunResult
 from bake.records import RunOptions, Traffic, VerifiedAmi
 
@@ -299,13 +300,28 @@ def doctor(app: App) -> None:
         )
 
 
+# Signals that end a run as Ctrl-C does: a cancelled CI job (SIGTERM), a closed terminal (SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _cancel(signum: int, _frame: object) -> None:
+    """Unwind the run; later stop signals are ignored so that its cleanup can finish."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise Cancelled(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, the right exit code, tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
+    previous = {stop: signal.signal(stop, _cancel) for stop in STOP_SIGNALS}
     try:
         code = cli.main(args=args, prog_name="bake", standalone_mode=False)
     except BaseException as exc:  # the one place every failure becomes a line and an exit code
         return report(exc, debug="--debug" in args)
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
     return code if isinstance(code, int) else 0
 
 
@@ -315,6 +331,9 @@ def report(exc: BaseException, *, debug: bool) -> int:
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):  # click turns ^C into Abort
         click.echo("error: interrupted; the interrupted stage was undone", err=True)
         return 130
+    if isinstance(exc, Cancelled):
+        click.echo(f"error: {exc}; the running stage was undone", err=True)
+        return exc.exit_code
     if isinstance(exc, SystemExit):
         return exc.code if isinstance(exc.code, int) else 1
     if debug:

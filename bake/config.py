@@ -129,6 +129,8 @@ class ImageConfig(Model):
     verify: list[Path] = Field(min_length=1)
     description: str = ""
     build_timeout: Seconds = 7200
+    # How long a cancelled Packer build may take to remove its build instance, key and group.
+    stop_grace: Seconds = 300
     verify_timeout: Seconds = 1800
     aws: ImageAwsSettings = Field(default_factory=ImageAwsSettings)
 

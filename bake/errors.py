@@ -6,6 +6,8 @@ carries the exit code the CLI should use and an optional hint that says what wou
 
 from __future__ import annotations
 
+import signal
+
 
 class BakeError(Exception):
     """Base of every error the toolkit reports to a user."""
@@ -84,3 +86,17 @@ class ChecksFailed(BakeError):
     """`bake doctor` found something the toolkit needs missing."""
 
     exit_code = 1
+
+
+class Cancelled(BaseException):
+    """A run was told to stop by a signal (SIGTERM from a cancelled CI job, SIGHUP from a closed
+    terminal). Like Ctrl-C it unwinds through every stage's undo() and every cleanup; it is not an
+    Exception, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"cancelled by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

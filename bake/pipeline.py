@@ -12,7 +12,7 @@ from typing import Any
 
 from bake.aws.errors import cloud_error
 from bake.context import RunContext
-from bake.errors import BakeError
+from bake.errors import BakeError, Cancelled
 from bake.records import Records
 from bake.stages.base import Stage
 from bake.stages.build import Build
@@ -103,6 +103,9 @@ def execute(ctx: RunContext, command: str) -> RunResult:
     except KeyboardInterrupt:
         status, error = "cancelled", "interrupted"
         raise
+    except Cancelled as exc:
+        status, error = "cancelled", str(exc)
+        raise
     except BakeError as exc:
         error = exc.format_message()
         raise
@@ -133,7 +136,7 @@ def _run_stage(ctx: RunContext, name: str) -> None:
         except Exception as undo_error:  # the original failure matters more; keep both
             ctx.console.line(f"    {name}: undo failed too: {undo_error}")
         reason = exc.format_message() if isinstance(exc, BakeError) else repr(exc)
-        state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        state = "cancelled" if isinstance(exc, KeyboardInterrupt | Cancelled) else "failed"
         ctx.history.finish_stage(stage_id, state, reason)
         ctx.console.stage_finished(name, "failed", "", time.monotonic() - started)
         raise

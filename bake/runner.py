@@ -169,10 +169,12 @@ class Runner:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
+        stop_grace: float = 10.0,
     ) -> Completed:
         """Run a command, handing each output line to `on_line` and to `log_path` as it comes.
 
-        stderr is merged into stdout. Ctrl-C or a timeout stops the whole process group.
+        stderr is merged into stdout. Ctrl-C, a stop signal or a timeout stops the whole process
+        group: SIGTERM first, SIGKILL when it outlives `stop_grace` seconds.
         """
         argv = [str(a) for a in argv]
         log.debug("stream: %s", " ".join(argv))
@@ -196,7 +198,7 @@ class Runner:
             tail = _pump(popen, on_line, log_path)
             returncode = popen.wait()
         except BaseException:
-            Process(popen, argv).stop()
+            Process(popen, argv).stop(grace=stop_grace)
             raise
         finally:
             deadline.cancel()

@@ -115,6 +115,7 @@ class Build(Stage):
                 env={**packer.PACKER_ENV, **ctx.target.packer_environment()},
                 timeout=image.build_timeout,
                 cwd=work,
+                stop_grace=image.stop_grace,
             )
         except CommandFailed:
             reason = errors[-1].splitlines()[0] if errors else "see the log"

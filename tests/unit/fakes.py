@@ -127,6 +127,7 @@ class FakeRunner(Runner):
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
+        stop_grace: float = 10.0,
     ) -> Completed:
         if str(argv[0]) in self.real:
             self.calls.append([str(a) for a in argv])
@@ -140,6 +141,7 @@ class FakeRunner(Runner):
                 timeout=timeout,
                 env=env,
                 cwd=cwd,
+                stop_grace=stop_grace,
             )
         result = self.run(argv, check=False, timeout=timeout, env=env)
         for line in result.stdout.splitlines():
