@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import signal
 from dataclasses import make_dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from bake import config, locks, pipeline
 from bake.console import Console
 from bake.context import RunContext
-from bake.errors import LockHeld, StageFailed
+from bake.errors import Cancelled, LockHeld, StageFailed
 from bake.history import History, ResourceRecord
 from bake.records import Record
 from bake.stages.base import Outcome, Stage
@@ -158,11 +159,16 @@ def test_a_failing_stage_is_undone_and_later_stages_never_run(tmp_path: Path, se
     ]
 
 
-def test_ctrl_c_undoes_the_stage_in_progress(tmp_path: Path, sequence) -> None:
+@pytest.mark.parametrize(
+    "stop", [KeyboardInterrupt(), Cancelled(signal.SIGTERM), Cancelled(signal.SIGHUP)]
+)
+def test_ctrl_c_and_stop_signals_undo_the_stage_in_progress(
+    tmp_path: Path, sequence, stop: BaseException
+) -> None:
     log: list[str] = []
-    sequence(stage("one", log, fails=KeyboardInterrupt()), stage("two", log))
+    sequence(stage("one", log, fails=stop), stage("two", log))
     ctx = make_context(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(stop)):
         pipeline.execute(ctx, "test")
     assert log == ["run one", "undo one"]
     (run,) = ctx.history.runs()
