@@ -50,8 +50,10 @@ def create_group(
     health_check_type: str = "ELB",
     health_check_grace_period: int = 300,
     tags: dict[str, str] | None = None,
+    **settings: Any,
 ) -> None:
-    """Create a group pinned to one launch template version (never $Latest)."""
+    """Create a group pinned to one launch template version (never $Latest); `settings` are
+    further CreateAutoScalingGroup fields (termination policies, lifecycle hooks, ...)."""
     cloud.client("autoscaling").create_auto_scaling_group(
         **_on_version(name, launch_template_id, launch_template_version, capacity),
         VPCZoneIdentifier=subnets,
@@ -62,6 +64,7 @@ def create_group(
             {"Key": key, "Value": value, "PropagateAtLaunch": True}
             for key, value in (tags or {}).items()
         ],
+        **settings,
     )
 
 
@@ -167,6 +170,54 @@ def replace_instances(
     return True
 
 
+# What a lifecycle hook and a scaling policy are made of, as Put* requests take them.
+_HOOK_FIELDS = (
+    "LifecycleHookName",
+    "LifecycleTransition",
+    "NotificationTargetARN",
+    "RoleARN",
+    "NotificationMetadata",
+    "HeartbeatTimeout",
+    "DefaultResult",
+)
+_POLICY_FIELDS = (
+    "PolicyName",
+    "PolicyType",
+    "AdjustmentType",
+    "MinAdjustmentStep",
+    "MinAdjustmentMagnitude",
+    "ScalingAdjustment",
+    "Cooldown",
+    "MetricAggregationType",
+    "StepAdjustments",
+    "EstimatedInstanceWarmup",
+    "TargetTrackingConfiguration",
+    "Enabled",
+    "PredictiveScalingConfiguration",
+)
+
+
+def _fields(source: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields that `source` gives a value (an empty table or list is no value)."""
+    return {name: source[name] for name in names if source.get(name) not in (None, {}, [])}
+
+
+def lifecycle_hooks(cloud: Cloud, name: str) -> list[dict[str, Any]]:
+    """The group's lifecycle hooks, as PutLifecycleHook takes them (without the group)."""
+    hooks = cloud.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=name)
+    return [_fields(hook, _HOOK_FIELDS) for hook in hooks["LifecycleHooks"]]
+
+
+def scaling_policies(cloud: Cloud, name: str) -> list[dict[str, Any]]:
+    """The group's scaling policies, as PutScalingPolicy takes them (without the group)."""
+    paginator = cloud.client("autoscaling").get_paginator("describe_policies")
+    return [
+        _fields(policy, _POLICY_FIELDS)
+        for page in paginator.paginate(AutoScalingGroupName=name)
+        for policy in page["ScalingPolicies"]
+    ]
+
+
 def create_like(
     cloud: Cloud,
     name: str,
@@ -178,8 +229,11 @@ def create_like(
     target_group_arn: str,
     tags: dict[str, str],
 ) -> None:
-    """Create a group with the subnets, health checks and tags of `source`, `tags` laid over."""
+    """Create a group like `source`: its subnets, health checks, termination policies, tags
+    (`tags` laid over), lifecycle hooks and scaling policies."""
+    source_name = source["AutoScalingGroupName"]
     inherited = {key: value for key, value in tags_of(source).items() if not key.startswith("aws:")}
+    hooks = lifecycle_hooks(cloud, source_name)
     create_group(
         cloud,
         name,
@@ -191,7 +245,16 @@ def create_like(
         health_check_type=source.get("HealthCheckType", "ELB"),
         health_check_grace_period=source.get("HealthCheckGracePeriod", 300),
         tags={**inherited, **tags},
+        TerminationPolicies=source.get("TerminationPolicies") or ["Default"],
+        LifecycleHookSpecificationList=hooks,
     )
+    client = cloud.client("autoscaling")
+    present = {hook["LifecycleHookName"] for hook in lifecycle_hooks(cloud, name)}
+    for hook in hooks:  # hooks given at creation are kept by AWS; put any that were not
+        if hook["LifecycleHookName"] not in present:
+            client.put_lifecycle_hook(AutoScalingGroupName=name, **hook)
+    for policy in scaling_policies(cloud, source_name):
+        client.put_scaling_policy(AutoScalingGroupName=name, **policy)
 
 
 def instance_images(cloud: Cloud, instance_ids: list[str]) -> dict[str, str]:

@@ -6,9 +6,12 @@ new version: changing a group's launch template does not replace running instanc
 
 from __future__ import annotations
 
+from typing import Any
+
 from bake import bluegreen
 from bake.aws import autoscaling, elbv2
 from bake.aws.session import Cloud
+from bake.config import ServiceConfig
 from bake.context import RunContext
 from bake.errors import StageFailed
 from bake.records import LaunchTemplateVersion, Standby
@@ -31,11 +34,12 @@ class GreenAsgStage(Stage):
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         wanted = self.ctx.records.need(LaunchTemplateVersion, self.name)
         template_id, version = wanted.launch_template_id, wanted.launch_template_version
-        capacity = (service.capacity.min, service.capacity.desired, service.capacity.max)
         state = bluegreen.describe(cloud, service)
+        capacity = sized_like(service, state.live.group)
+        desired = capacity[1]
         color = bluegreen.other(state.live.color)
         asg, standby = service.names(color).asg, state.standby
-        if standby and _serves(cloud, standby, template_id, version, service.capacity.desired):
+        if standby and _serves(cloud, standby, template_id, version, desired):
             return Outcome.skipped(
                 f"{asg} already runs version {version}, healthy",
                 Standby(color, asg, standby.target_group_arn or ""),
@@ -47,10 +51,10 @@ class GreenAsgStage(Stage):
             self._replace(standby, target_group_arn, (template_id, str(version), capacity))
         self.ctx.console.line(
             f"    {asg}: waiting up to {service.health_timeout}s for "
-            f"{service.capacity.desired} healthy instances on version {version}"
+            f"{desired} healthy instances on version {version}"
         )
         health = bluegreen.wait_healthy(
-            cloud, asg, target_group_arn, service.capacity.desired, service.health_timeout
+            cloud, asg, target_group_arn, desired, service.health_timeout
         )
         if not health.ok:
             raise StageFailed(
@@ -132,6 +136,19 @@ class GreenAsgStage(Stage):
             self._move(asg, template_id, version, capacity)
             self.ctx.console.line(f"    {asg} back on version {version}, capacity {capacity}")
         self._created_asg = self._previous = None
+
+
+def sized_like(service: ServiceConfig, live: dict[str, Any] | None) -> Capacity:
+    """The incoming colour's (min, desired, max): the service's, raised to what the live group
+    runs now, so that an autoscaled service is never halved by a swap."""
+    wanted = service.capacity
+    if live is None:
+        return wanted.min, wanted.desired, wanted.max
+    return (
+        max(wanted.min, live["MinSize"]),
+        max(wanted.desired, live["DesiredCapacity"]),
+        max(wanted.max, live["MaxSize"]),
+    )
 
 
 def _serves(
