@@ -3,18 +3,18 @@ that a command that fails on bad input has touched nothing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 from bake import config as config_module
-from bake import locks, pipeline
+from bake import pipeline
 from bake.config import Config
 from bake.console import Console
 from bake.context import RunContext
 from bake.errors import ConfigError
-from bake.history import History
+from bake.history import History, new_run_id
+from bake.leases import FileLocks, Holder, LeaseLocks
 from bake.records import RunOptions
 from bake.runner import Runner
 from bake.state import StateDir
@@ -109,6 +109,15 @@ class App:
     ) -> pipeline.RunResult:
         """Run a pipeline command under the locks of what it changes."""
         ctx = self.context(image=image, service=service, options=options)
-        holder = f"bake {command} (pid {os.getpid()})"
-        with locks.hold_all(self.state.locks, pipeline.lock_names(ctx, command), holder):
+        ctx.run_id = new_run_id()
+        holder = Holder.this_run(command, ctx.run_id)
+        with self.locks.hold_all(pipeline.lock_names(ctx, command), holder):
             return pipeline.execute(ctx, command)
+
+    @cached_property
+    def locks(self) -> FileLocks | LeaseLocks:
+        """A lease in the account's lock table when one is configured, else this machine's flock."""
+        table = self.config.aws.lock_table if self.config.target == "aws" else None
+        if table:
+            return LeaseLocks(self.target.cloud, table)
+        return FileLocks(self.state.locks)

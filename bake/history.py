@@ -92,6 +92,11 @@ def now() -> str:
     return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
+def new_run_id() -> str:
+    """A run's id: when it started (sortable) and a random part."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
 def _seconds_between(started: str, finished: str | None) -> float | None:
     if not finished:
         return None
@@ -209,8 +214,8 @@ class History:
 
     # runs and stages
 
-    def start_run(self, command: str, subject: str, target: str) -> str:
-        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    def start_run(self, command: str, subject: str, target: str, run_id: str = "") -> str:
+        run_id = run_id or new_run_id()
         self._write(
             "INSERT INTO runs (run_id, command, subject, target, status, pid, started)"
             " VALUES (?, ?, ?, ?, 'running', ?, ?)",

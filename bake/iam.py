@@ -119,6 +119,14 @@ RETIRE = [
 
 DOCTOR = ["sts:GetCallerIdentity"]
 
+# Leases of [aws] lock_table: taken, renewed and released with conditional writes.
+LEASES = [
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+]
+
 KMS = [
     "kms:CreateGrant",
     "kms:Decrypt",
@@ -187,6 +195,14 @@ def policy(config: Config) -> dict[str, Any]:
                 "EncryptImages",
                 KMS,
                 arns if arns and len(arns) == len(keys) else "*",
+            )
+        )
+    if config.aws.lock_table:
+        statements.append(
+            _statement(
+                "HoldLeasesInTheLockTable",
+                LEASES,
+                f"arn:aws:dynamodb:{config.aws.region}:*:table/{config.aws.lock_table}",
             )
         )
     buckets = sorted(

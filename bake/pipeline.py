@@ -94,7 +94,7 @@ def execute(ctx: RunContext, command: str) -> RunResult:
     """Run one command's stages in order; the run's id, status and the stages' records."""
     subject = _subject(ctx)
     ctx.command = command
-    ctx.run_id = ctx.history.start_run(command, subject, ctx.target.name)
+    ctx.run_id = ctx.history.start_run(command, subject, ctx.target.name, ctx.run_id)
     status, error = "failed", None
     try:
         for name in SEQUENCES[command]:

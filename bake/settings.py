@@ -127,6 +127,8 @@ class AwsSettings(Model):
     mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian"
     security_mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian-security"
     boot_timeout: Seconds = 600
+    # A DynamoDB table (partition key LockID, a string) for locks that hold across runners.
+    lock_table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,255}$")
 
     @field_validator("ssh_cidr")
     @classmethod

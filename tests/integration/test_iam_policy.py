@@ -115,3 +115,21 @@ def test_the_policy_follows_the_config(tmp_path: Path) -> None:
     )
     kms = next(s for s in iam.policy(encrypted)["Statement"] if s["Sid"] == "EncryptImages")
     assert kms["Resource"] == [key]
+
+
+def test_leases_are_allowed_on_the_lock_table_only(tmp_path: Path) -> None:
+    from bake import config as config_module
+
+    path = write_config(tmp_path, "http://127.0.0.1:1")
+    path.write_text(path.read_text().replace("[aws]\n", '[aws]\nlock_table = "bake-locks"\n'))
+    statements = iam.policy(config_module.load(path))["Statement"]
+    (leases,) = [s for s in statements if s["Sid"] == "HoldLeasesInTheLockTable"]
+    assert leases["Resource"] == "arn:aws:dynamodb:us-east-1:*:table/bake-locks"
+    assert leases["Action"] == [
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    without = iam.policy(config_module.load(write_config(tmp_path, "http://127.0.0.1:1")))
+    assert "HoldLeasesInTheLockTable" not in [s["Sid"] for s in without["Statement"]]
