@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 from bake.aws.tags import tags_of
 from bake.config import BaseSpec
 from bake.errors import BakeError, InputError
+from bake.records import Built
 
 TAG_PREFIX = "bake:"
 
@@ -44,6 +45,24 @@ def lineage_tags(
         "bake:kernel": kernel or "unknown",
         "bake:run-id": run_id,
     }
+
+
+def tag_lineage(
+    cloud: Any, ami: str, built: Built, *, verified: bool, kernel: str, run_id: str
+) -> None:
+    """Tag an AMI (and its snapshots) with the lineage of the build it came from."""
+    tag(
+        cloud,
+        ami,
+        lineage_tags(
+            image=built.image,
+            digest=built.digest,
+            source_ami=built.source_ami,
+            verified=verified,
+            kernel=kernel,
+            run_id=run_id,
+        ),
+    )
 
 
 def tag(cloud: Any, ami: str, tags: dict[str, str]) -> None:

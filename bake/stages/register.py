@@ -28,18 +28,7 @@ class Register(Stage):
                 VerifiedAmi(ami),
                 Published(ami, parameter),
             )
-        images.tag(
-            cloud,
-            ami,
-            images.lineage_tags(
-                image=image.name,
-                digest=built.digest,
-                source_ami=built.source_ami,
-                verified=True,
-                kernel=kernel,
-                run_id=ctx.run_id,
-            ),
-        )
+        images.tag_lineage(cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id)
         version = images.publish(cloud, image.name, ami)
         return Outcome.done(
             f"{ami} published as {parameter} (version {version})",

@@ -172,15 +172,6 @@ class Verify(Stage):
         ctx = self.ctx
         ami = ctx.target.ensure_ami(built)
         ctx.history.set_run_ami(ctx.run_id, ami)
-        images.tag(
-            ctx.target.cloud,
-            ami,
-            images.lineage_tags(
-                image=built.image,
-                digest=built.digest,
-                source_ami=built.source_ami,
-                verified=False,
-                kernel=kernel,
-                run_id=ctx.run_id,
-            ),
+        images.tag_lineage(
+            ctx.target.cloud, ami, built, verified=False, kernel=kernel, run_id=ctx.run_id
         )

@@ -159,17 +159,13 @@ class LocalTarget(Target):
             if not found or not found.built.artifact or not self.store.exists(found.built.artifact):
                 continue
             ami = self._ami_for(found.built.artifact, name, {})
-            images.tag(
+            images.tag_lineage(
                 self.cloud,
                 ami,
-                images.lineage_tags(
-                    image=name,
-                    digest=found.built.digest,
-                    source_ami=found.built.source_ami,
-                    verified=True,
-                    kernel=found.kernel,
-                    run_id=found.run_id,
-                ),
+                found.built,
+                verified=True,
+                kernel=found.kernel,
+                run_id=found.run_id,
             )
             images.publish(self.cloud, name, ami)
 
