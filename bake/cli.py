@@ -22,7 +22,7 @@ from bake.aws.errors import cloud_error
 from bake.console import duration
 from bake.errors import BakeError, Cancelled, ChecksFailed
 from bake.pipeline import RunResult
-from bake.records import RunOptions, Traffic, VerifiedAmi
+from bake.records import AlreadyLive, RunOptions, Traffic, VerifiedAmi
 
 pass_app = click.make_pass_decorator(App)
 
@@ -52,6 +52,10 @@ def emit(app: App, result: Any, human: str) -> None:
 
 
 def emit_rollout(app: App, service: str, result: RunResult) -> None:
+    if already := result.records.get(AlreadyLive):
+        human = f"{service}: already live: {already.live_color} runs {already.ami}; nothing changed"
+        emit(app, result.to_dict(), f"{human} (run {result.run_id})")
+        return
     traffic, rolled_out = result.records.get(Traffic), result.records.get(VerifiedAmi)
     live = traffic.live_color if traffic else None
     ami = (traffic and traffic.ami) or (rolled_out.ami if rolled_out else None)

@@ -218,7 +218,9 @@ class History:
         run_id = run_id or new_run_id()
         self._write(
             "INSERT INTO runs (run_id, command, subject, target, status, pid, started)"
-            " VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            " VALUES (?, ?, ?, ?, 'running', ?, ?) ON CONFLICT(run_id) DO UPDATE SET"
+            " command = excluded.command, subject = excluded.subject, target = excluded.target,"
+            " status = 'running', pid = excluded.pid",
             (run_id, command, subject, target, os.getpid(), now()),
         )
         return run_id

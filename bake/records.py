@@ -180,3 +180,15 @@ class Traffic(Record):
         if self.ami is not None:
             shown["ami"] = self.ami
         return shown
+
+
+@dataclass(frozen=True)
+class AlreadyLive(Record):
+    """The live colour already runs exactly what the rollout would roll out: the swap is a no-op
+    that leaves the standby, the rollback target, untouched."""
+
+    live_color: str
+    ami: str
+
+    def outputs(self) -> dict[str, Any]:
+        return {"already_live": True, "live_color": self.live_color, "ami": self.ami}

@@ -82,11 +82,15 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def same_data(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two launch template datas are the same, whatever the order of keys and lists."""
+    return bool(_canonical(first) == _canonical(second))
+
+
 def find_version_with(cloud: Cloud, launch_template_id: str, data: dict[str, Any]) -> int | None:
     """The newest version whose data is exactly `data`, or None."""
-    wanted = _canonical(data)
     for entry in versions(cloud, launch_template_id):
-        if _canonical(entry.get("LaunchTemplateData", {})) == wanted:
+        if same_data(entry.get("LaunchTemplateData", {}), data):
             return int(entry["VersionNumber"])
     return None
 

@@ -14,7 +14,7 @@ from bake.aws.session import Cloud
 from bake.config import ServiceConfig
 from bake.context import RunContext
 from bake.errors import StageFailed
-from bake.records import LaunchTemplateVersion, Standby
+from bake.records import AlreadyLive, LaunchTemplateVersion, Standby
 from bake.stages.base import Outcome, Stage
 
 Capacity = tuple[int, int, int]
@@ -32,6 +32,8 @@ class GreenAsgStage(Stage):
 
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
+        if already := self.ctx.records.get(AlreadyLive):
+            return Outcome.skipped(f"{already.live_color} already runs it; standby untouched")
         wanted = self.ctx.records.need(LaunchTemplateVersion, self.name)
         template_id, version = wanted.launch_template_id, wanted.launch_template_version
         state = bluegreen.describe(cloud, service)

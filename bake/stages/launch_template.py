@@ -9,7 +9,7 @@ from bake import bluegreen
 from bake.aws import launch_templates
 from bake.context import RunContext
 from bake.errors import StageFailed
-from bake.records import LaunchTemplateVersion, VerifiedAmi
+from bake.records import AlreadyLive, LaunchTemplateVersion, VerifiedAmi
 from bake.stages.base import Outcome, Stage
 
 
@@ -36,26 +36,31 @@ class LaunchTemplateStage(Stage):
         super().__init__(ctx)
         self._created: tuple[str, int] | None = None
 
-    def _source(self) -> tuple[str, int | str]:
-        """The launch template id and version the live colour runs (the template's default when
-        the live colour has no group)."""
+    def _source(self) -> tuple[str, int | str, str | None]:
+        """The launch template id and version the live colour runs, and that colour; the
+        template's default and None when the live colour has no group."""
         service = self.ctx.require_service()
         cloud = self.ctx.target.cloud
         live = bluegreen.describe(cloud, service).live
         if live.launch_template_id and live.launch_template_version:
-            return live.launch_template_id, live.launch_template_version
+            return live.launch_template_id, live.launch_template_version, live.color
         template = launch_templates.find(cloud, service.launch_template)
         if template is None:
             raise StageFailed(self.name, f"no launch template named '{service.launch_template}'")
-        return template["LaunchTemplateId"], "$Default"
+        return template["LaunchTemplateId"], "$Default", None
 
     def run(self) -> Outcome:
         service = self.ctx.require_service()
         cloud = self.ctx.target.cloud
         ami = self.ctx.records.need(VerifiedAmi, self.name).ami
-        template_id, source_version = self._source()
+        template_id, source_version, live_color = self._source()
         source = launch_templates.version(cloud, template_id, source_version)
         data = new_version_data(source["LaunchTemplateData"], ami, service.instance_type)
+        if live_color and launch_templates.same_data(data, source["LaunchTemplateData"]):
+            return Outcome.skipped(
+                f"already live: {live_color} runs version {source['VersionNumber']} with {ami}",
+                AlreadyLive(live_color, ami),
+            )
         existing = launch_templates.find_version_with(cloud, template_id, data)
         if existing is not None:
             return Outcome.skipped(

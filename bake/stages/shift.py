@@ -11,7 +11,7 @@ from bake import bluegreen
 from bake.aws import autoscaling
 from bake.context import RunContext
 from bake.errors import StageFailed
-from bake.records import Standby, Traffic
+from bake.records import AlreadyLive, Standby, Traffic
 from bake.stages.base import Outcome, Stage
 
 # Between steps; tests replace it so they do not wait.
@@ -29,6 +29,8 @@ class ShiftStage(Stage):
 
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
+        if already := self.ctx.records.get(AlreadyLive):
+            return Outcome.skipped(f"{already.live_color} already takes all traffic with it")
         state = bluegreen.describe(cloud, service)
         standby = self.ctx.records.get(Standby)
         target = standby.color if standby else bluegreen.other(state.live.color)

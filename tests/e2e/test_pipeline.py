@@ -163,24 +163,26 @@ def test_the_patched_kernel_is_the_one_that_booted(project, first) -> None:
     assert 'failures="0"' in junit and "test_running_kernel_is_the_newest_installed" in junit
 
 
-def test_a_second_bake_and_swap_alternates_colours(project, first) -> None:
+def test_a_second_bake_and_swap_of_the_same_image_is_already_live(project, first) -> None:
+    before = project.status()
     second = project.ok("--json", "bake-and-swap", "demo").json
-    assert second["live_color"] == "blue"
-    assert second["ami"] == first["ami"]
+    assert second["already_live"] is True
+    assert (second["live_color"], second["ami"]) == ("green", first["ami"])
     run = next(run for run in runs(project) if run["run_id"] == second["run_id"])
     statuses = stage_statuses(run)
     assert (statuses["build"], statuses["verify"], statuses["register"]) == ("skipped",) * 3
-    status = project.status()
-    assert (status["live"]["color"], status["live"]["ami"]) == ("blue", first["ami"])
-    assert (status["standby"]["color"], status["standby"]["ami"]) == ("green", first["ami"])
+    assert (statuses["green-asg"], statuses["shift"]) == ("skipped", "skipped")
+    assert project.status() == before, "the standby, the rollback target, was touched"
 
 
 def test_rollback_sends_traffic_back_to_the_standby(project, first) -> None:
+    standby_ami = project.status()["standby"]["ami"]
     result = project.ok("--json", "rollback", "demo").json
-    assert result["live_color"] == "green"
+    assert (result["live_color"], result["ami"]) == ("blue", standby_ami)
     status = project.status()
-    assert status["live"]["color"] == "green" and status["live"]["weight"] == 100
-    assert status["standby"]["color"] == "blue" and status["standby"]["healthy"] == 2
+    assert status["live"]["color"] == "blue" and status["live"]["weight"] == 100
+    assert status["standby"]["color"] == "green" and status["standby"]["healthy"] == 2
+    assert status["standby"]["ami"] == first["ami"]
 
 
 def test_a_locked_service_exits_3_and_changes_nothing(project) -> None:

@@ -8,7 +8,7 @@ from bake import bluegreen
 from bake.aws import elbv2
 from bake.errors import StageFailed
 from bake.local.seed import ensure_seeded
-from bake.records import LaunchTemplateVersion, Standby, Traffic, VerifiedAmi
+from bake.records import AlreadyLive, LaunchTemplateVersion, Standby, Traffic, VerifiedAmi
 from bake.stages import shift
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
@@ -357,3 +357,28 @@ def test_green_turning_unhealthy_mid_shift_fails_and_undo_returns_traffic(
 
     assert _weights(seeded, ctx.service) == {"blue": 100, "green": 0}
     assert bluegreen.describe(seeded, ctx.service).live.color == "blue"
+
+
+def test_swapping_in_what_is_already_live_changes_nothing(register_ami, seeded, swap) -> None:
+    ami = register_ami("goldenbake-base-2")
+    first = swap(ami)
+    before = bluegreen.describe(seeded, first.service)
+    blue_before = _group(seeded, "demo-blue")
+    versions_before = _version_data(seeded, "$Latest")["VersionNumber"]
+
+    again = swap(ami)
+
+    assert again.records.need(AlreadyLive, "test") == AlreadyLive("green", ami)
+    assert again.records.get(Standby) is None and again.records.get(Traffic) is None
+    after = bluegreen.describe(seeded, first.service)
+    assert (after.live.color, after.live.weight, after.standby.ami) == (
+        "green",
+        100,
+        before.standby.ami,
+    )
+    blue_after = _group(seeded, "demo-blue")
+    assert blue_after["LaunchTemplate"] == blue_before["LaunchTemplate"]
+    assert [i["InstanceId"] for i in blue_after["Instances"]] == [
+        i["InstanceId"] for i in blue_before["Instances"]
+    ]
+    assert _version_data(seeded, "$Latest")["VersionNumber"] == versions_before
