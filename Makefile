@@ -13,7 +13,7 @@ NOT_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo " and not root")
 SYSTEM_PACKAGES := packer:packer qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
 	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby
 
-.PHONY: install system-packages bake-and-swap test test-fast lint bench clean
+.PHONY: install system-packages bake-and-swap test test-fast lint bench mutation clean
 
 install: system-packages $(VENV)/.installed
 
@@ -52,6 +52,11 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python bench/bake_overhead.py
+
+# A report, not a gate (and not part of `make test`): how many small code changes the fast
+# suite notices; survivors and the JSON report land in .bake-mutation/report.json.
+mutation: install
+	$(VENV)/bin/python -m tests.mutation bake/stages bake/bluegreen.py bake/retire.py bake/config.py bake/history.py
 
 clean:
 	-$(BAKE) local down
