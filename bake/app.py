@@ -16,6 +16,7 @@ from bake.errors import ConfigError
 from bake.history import History, new_run_id
 from bake.leases import FileLocks, Holder, LeaseLocks
 from bake.records import RunOptions
+from bake.recover import Recoverer, abandoned
 from bake.runner import Runner
 from bake.state import StateDir
 from bake.targets.base import Target
@@ -112,7 +113,26 @@ class App:
         ctx.run_id = new_run_id()
         holder = Holder.this_run(command, ctx.run_id)
         with self.locks.hold_all(pipeline.lock_names(ctx, command), holder):
+            subjects = {name for name in (image, service, ctx.image and ctx.image.name) if name}
+            self.recover_runs_of(subjects)
             return pipeline.execute(ctx, command)
+
+    @cached_property
+    def recoverer(self) -> Recoverer:
+        return Recoverer(lambda: self.target.cloud, self.history, self.state)
+
+    def recover_runs_of(self, subjects: set[str]) -> None:
+        """Release what earlier runs of these images or services left when they died."""
+        runs = [run for run in abandoned(self.history) if run.subject in subjects]
+        if not runs:
+            return
+        recovery = self.recoverer.recover(runs)
+        for action in recovery.released:
+            self.console.line(f"    recovered {action.kind} {action.id} of run {action.run_id}")
+        for action in recovery.left:
+            self.console.line(
+                f"    left {action.kind} {action.id} of run {action.run_id}: {action.outcome}"
+            )
 
     @cached_property
     def locks(self) -> FileLocks | LeaseLocks:

@@ -236,6 +236,27 @@ def history(app: App, limit: int) -> None:
     emit(app, [run.to_dict() for run in runs], "\n".join(lines) or "no runs yet")
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be released.")
+@json_flag
+@pass_app
+def recover(app: App, dry_run: bool) -> None:
+    """Release what runs that died left behind, and mark them abandoned."""
+    from bake.recover import abandoned
+
+    recovery = app.recoverer.recover(abandoned(app.history), dry_run=dry_run)
+    verb = "would release" if dry_run else "released"
+    lines = [
+        f"{verb} {action.kind} {action.id} (run {action.run_id})" for action in recovery.released
+    ]
+    lines += [
+        f"left {action.kind} {action.id} (run {action.run_id}): {action.outcome}"
+        for action in recovery.left
+    ]
+    summary = f"{len(recovery.runs)} abandoned run(s)" + ("" if dry_run else " recovered")
+    emit(app, recovery.to_dict(), "\n".join([*lines, summary]))
+
+
 @cli.group()
 def local() -> None:
     """The embedded local target: a moto server on 127.0.0.1 and QEMU machines."""

@@ -12,7 +12,7 @@ import os
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,10 +212,12 @@ def boot(
     append: str | None = None,
     overlay: bool = True,
     disk_format: str = "qcow2",
+    record: Callable[[int], None] | None = None,
 ) -> Iterator[VM]:
     """Boot a machine from `disk` and yield it once SSH answers; power it off on every path.
 
     With `overlay` the machine writes to a throwaway qcow2 on top of `disk`, never to `disk`.
+    `record(pid)` hears of the QEMU process the moment it starts.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,6 +235,8 @@ def boot(
         )  # fmt: skip
         qemu_log = work_dir / "qemu.log"
         process = runner.spawn(argv, log_path=qemu_log)
+        if record is not None:
+            record(process.pid)
         _wait_until_reachable(runner, host, process, boot_timeout, qemu_log, log_path)
         answered = True
         yield VM(ssh=host, process=process, log_path=log_path)

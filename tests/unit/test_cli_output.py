@@ -203,3 +203,44 @@ def test_republished_after_a_restart(project: Path, capsys, cloud) -> None:
     cloud.client("ssm").delete_parameter(Name="/bake/images/base/latest")
     assert bake(capsys, "status", "demo")[0] == 0
     assert images.published(cloud, "base") is None, "an already seeded cloud is not republished"
+
+
+def _dead_run(project: Path, subject: str, cloud) -> tuple[str, str]:
+    history = History(project / ".bake" / "history.sqlite")
+    run_id = history.start_run("swap", subject, "local")
+    history._write("UPDATE runs SET pid = 999999999 WHERE run_id = ?", (run_id,))
+    key = cloud.client("ec2").create_key_pair(KeyName=f"left-by-{run_id}")["KeyName"]
+    history.record_resource(run_id, "verify", "key-pair", key)
+    return run_id, key
+
+
+def test_a_command_first_recovers_the_dead_runs_of_its_service(project: Path, capsys, cloud):
+    run_id, key = _dead_run(project, "demo", cloud)
+    other, other_key = _dead_run(project, "web", cloud)
+
+    code, _, err = bake(capsys, "rollback", "demo")
+
+    assert code == 1, "the rollback itself has nothing to roll back to"
+    assert f"recovered key-pair {key} of run {run_id}" in err
+    names = [pair["KeyName"] for pair in cloud.client("ec2").describe_key_pairs()["KeyPairs"]]
+    assert names == [other_key], "only runs of this service are recovered first"
+    statuses = {
+        run.run_id: run.status for run in History(project / ".bake" / "history.sqlite").runs()
+    }
+    assert (statuses[run_id], statuses[other]) == ("abandoned", "interrupted")
+
+
+def test_recover_releases_every_dead_run(project: Path, capsys, cloud) -> None:
+    run_id, key = _dead_run(project, "web", cloud)
+    code, out, _ = bake(capsys, "recover", "--dry-run")
+    assert code == 0 and out.splitlines() == [
+        f"would release key-pair {key} (run {run_id})",
+        "1 abandoned run(s)",
+    ]
+    code, out, _ = bake(capsys, "recover", "--json")
+    recovery = json.loads(out)
+    assert code == 0 and recovery["runs"] == [run_id]
+    assert recovery["released"] == [
+        {"run_id": run_id, "kind": "key-pair", "id": key, "outcome": "released"}
+    ]
+    assert cloud.client("ec2").describe_key_pairs()["KeyPairs"] == []
