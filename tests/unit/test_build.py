@@ -3,9 +3,11 @@ digest."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,43 @@ def test_without_a_patch_step_the_day_does_not_matter(tmp_path: Path) -> None:
     assert build_digest(rendered, source, image, "local", "2026-11-26") == build_digest(
         rendered, source, image, "local", "2026-12-25"
     )
+
+
+def test_the_digest_covers_the_template_text_and_the_names_of_files(ctx) -> None:
+    image = ctx.require_image()
+    rendered = render_image(ctx, image)
+    source = ctx.target.source
+    digest = build_digest(rendered, source, image, "local", "2026-11-26")
+    retexted = dataclasses.replace(rendered, text=rendered.text + "\n# another line\n")
+    assert build_digest(retexted, source, image, "local", "2026-11-26") != digest
+    script = rendered.files[0]
+    renamed = script.with_name("renamed-" + script.name)
+    shutil.copy(script, renamed)
+    moved = dataclasses.replace(rendered, files=(renamed, *rendered.files[1:]))
+    assert build_digest(moved, source, image, "local", "2026-11-26") != digest
+
+
+def test_a_rotated_base_is_said(ctx) -> None:
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+    ctx.history.record_build("r0", Built("base", "d" * 64, "ami-0older", "a" * 64))
+    ctx.history.record_verification("r0", "base", "a" * 64, "s", True, "6.1", None, "ok")
+    Build(ctx).run()
+    assert (
+        "base rotated: base was last verified on ami-0older, its base is now ami-0base"
+        in stream.getvalue()
+    )
+    stream.truncate(0)
+    ctx.history.record_build("r1", Built("base", "e" * 64, "ami-0base", "b" * 64))
+    ctx.history.record_verification("r1", "base", "b" * 64, "s", True, "6.1", None, "ok")
+    ctx.run_id, ctx.options = "r2", RunOptions(rebuild=True)
+    Build(ctx).run()
+    assert "base rotated" not in stream.getvalue()
+
+
+def test_the_build_records_what_it_made(ctx) -> None:
+    (built,) = Build(ctx).run().records
+    resources = ctx.history._read("SELECT kind, resource_id FROM resources WHERE run_id = 'r1'")
+    assert [(row["kind"], row["resource_id"]) for row in resources] == [
+        ("artifact", built.artifact)
+    ]

@@ -256,3 +256,49 @@ def test_a_service_name_of_26_characters_fits(tmp_path: Path) -> None:
     assert from_dict(raw, tmp_path / "bake.toml").services[name].names("green").target_group == (
         f"{name}-green"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "ok"),
+    [
+        (10, True),
+        (1, True),
+        (50000, True),
+        ("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/x/1/2/3", True),
+        (0, False),
+        (50001, False),
+        (True, False),
+        ("10", False),
+        ("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/x/1/2", False),
+    ],
+)
+def test_a_listener_rule_is_a_priority_or_a_rule_arn(tmp_path: Path, rule: Any, ok: bool) -> None:
+    if ok:
+        assert (
+            load(tmp_path, service={"listener_rule": rule}).services["demo"].listener_rule == rule
+        )
+    else:
+        refused(
+            tmp_path,
+            "is not a listener rule (give its priority, 1 to 50000, or its ARN",
+            service={"listener_rule": rule},
+        )
+
+
+def test_the_region_and_folders_follow_the_target(tmp_path: Path) -> None:
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    raw: dict[str, Any] = {
+        "local": {"region": "eu-central-1"},
+        "aws": {"region": "eu-west-1"},
+        "packer_dir": "templates",
+        "state_dir": "state",
+        "images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+    }
+    local = from_dict(raw, tmp_path / "bake.toml")
+    assert local.region == "eu-central-1"
+    assert local.packer_path == (tmp_path / "templates").resolve()
+    from bake.config import state_dir
+
+    assert state_dir(local) == (tmp_path / "state").resolve()
+    raw["images"]["base"]["base"] = "ami-0123456789abcdef0"
+    assert from_dict({**raw, "target": "aws"}, tmp_path / "bake.toml").region == "eu-west-1"

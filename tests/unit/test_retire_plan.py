@@ -245,11 +245,17 @@ def test_the_stage_retires_and_dry_run_only_lists(cloud, amis, make_context) -> 
     dry = Retire(ctx).run()
     assert dry.detail == "would retire 3 of 5 AMIs of base"
     assert all(images.describe(cloud, ami) for ami in amis.values())
+    assert ctx.target.discarded == []
     ctx.options = RunOptions(keep=1)
-    Retire(ctx).run()
+    done = Retire(ctx).run()
+    assert done.detail == "retired 3 of 5 AMIs of base"
     left = {ami for ami in amis.values() if images.describe(cloud, ami)}
     assert left == {amis["newest"], amis["old-in-use"]}
     assert sorted(ctx.target.discarded) == sorted(set(amis.values()) - left)
+    recorded = [r.id for r in ctx.history.runs()[0].resources if r.kind == "retired-ami"]
+    assert sorted(recorded) == sorted(set(amis.values()) - left)
+    keeps = {decision["ami"]: decision["keep"] for decision in done.outputs()["decisions"]}
+    assert {ami for ami, keep in keeps.items() if keep} == left
 
 
 def aws_target(tmp_path: Path, endpoint: str):

@@ -212,3 +212,105 @@ def test_builds_runs_and_the_newest_verified_build_come_newest_first(tmp_path: P
     second = history.start_run("verify", "base", "local")
     assert [run.run_id for run in history.runs()] == [second, first]
     assert [run.run_id for run in history.runs(limit=1)] == [second]
+
+
+@pytest.mark.parametrize(
+    ("health", "said"),
+    [
+        (Health(2, ["i-1", "i-2"]), "healthy"),
+        (Health(2, ["i-1"]), "1 of 2 instances InService"),
+        (
+            Health(2, ["i-1", "i-2"], {"i-2": "unhealthy Target.Timeout"}),
+            "i-2 unhealthy Target.Timeout",
+        ),
+        (
+            Health(3, ["i-1"], {"i-1": "draining", "i-0": "initial"}),
+            "1 of 3 instances InService; i-0 initial; i-1 draining",
+        ),
+    ],
+)
+def test_health_says_what_is_wrong_in_one_line(health: Health, said: str) -> None:
+    assert health.describe() == said
+
+
+def test_a_fresh_colour_state_carries_no_traffic_and_no_health() -> None:
+    state = bluegreen.ColorState("green")
+    assert (state.weight, state.desired, state.in_service, state.healthy) == (0, 0, 0, 0)
+    assert state.health.ok is False and state.group is None
+    assert state.to_dict() == {
+        "color": "green", "asg": None, "ami": None, "launch_template_version": None,
+        "target_group": None, "target_group_arn": None, "weight": 0, "desired": 0,
+        "in_service": 0, "healthy": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("base", "said"),
+    [
+        ({"debian": "bookworm", "ami": "ami-1"}, "a table with one of debian, image, ssm, ami"),
+        ({"filter": "debian-12-*"}, 'a base filter needs at least name = "pattern"'),
+        ({"filter": {"owners": ["self"]}}, 'a base filter needs at least name = "pattern"'),
+        ({"ssm": ""}, "a table with one of debian, image, ssm, ami"),
+        ("debian:", "is not a base"),
+        (["debian:bookworm"], "a table with one of debian, image, ssm, ami"),
+    ],
+)
+def test_a_base_that_is_not_one_says_what_one_is(tmp_path: Path, base, said: str) -> None:
+    from bake.config import from_dict
+
+    (tmp_path / "suites").mkdir()
+    raw = {"images": {"base": {"base": base, "steps": [], "verify": ["suites"]}}}
+    with pytest.raises(InputError, match="images.base.base") as raised:
+        from_dict(raw, tmp_path / "bake.toml")
+    assert said in raised.value.message
+
+
+def test_history_keeps_every_field_it_is_given(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.sqlite")
+    history.record_build("r1", Built("base", "d1", "ami-src", "sha-1", None))
+    history.record_build("r2", Built("base", "d2", "ami-src", "sha-2", None))
+    history.record_build("r3", Built("web", "d1", "ami-src", None, "ami-web"))
+    history.set_build_ami("base", "d1", "ami-1")
+    (second, first) = history.builds("base")
+    assert (first.run_id, first.digest, first.ami, first.artifact) == ("r1", "d1", "ami-1", "sha-1")
+    assert (second.ami, second.source_ami) == (None, "ami-src")
+    assert [build.run_id for build in history.builds("base", "d2")] == ["r2"]
+    assert history.builds("web")[0].built() == Built("web", "d1", "ami-src", None, "ami-web")
+
+    history.record_verification(
+        "r1", "base", "sha-1", "s", False, "", tmp_path / "j.xml", "1 failed"
+    )
+    found = history.verification("sha-1", "s")
+    assert found is not None
+    assert (found.passed, found.kernel, found.junit, found.summary) == (
+        False,
+        "",
+        str(tmp_path / "j.xml"),
+        "1 failed",
+    )
+    assert history.verification("sha-1", "other suites") is None
+    assert history.newest_verified("base") is None
+
+    history.record_artifact("sha-1", "base", tmp_path / "a.qcow2")
+    history.record_artifact("sha-2", "base", tmp_path / "b.qcow2")
+    history.set_artifact_ami("sha-2", "ami-2")
+    assert history.artifact("sha-1").path == str(tmp_path / "a.qcow2")
+    assert history.artifact("sha-1").ami is None
+    assert history.artifact_for_ami("ami-2").sha256 == "sha-2"
+    assert history.artifact_for_ami("ami-9") is None and history.artifact("sha-9") is None
+    assert [artifact.sha256 for artifact in history.artifacts()] == ["sha-1", "sha-2"]
+
+
+def test_a_finished_run_says_how_long_it_took(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.sqlite")
+    run_id = history.start_run("build", "base", "local")
+    history._write(
+        "UPDATE runs SET started = '2026-11-27T07:00:00.000000Z' WHERE run_id = ?", (run_id,)
+    )
+    assert history.runs()[0].seconds is None
+    history.finish_run(run_id, "succeeded")
+    history._write(
+        "UPDATE runs SET finished = '2026-11-27T07:01:30.250000Z' WHERE run_id = ?", (run_id,)
+    )
+    (run,) = history.runs()
+    assert (run.status, run.seconds, run.error) == ("succeeded", 90.25, None)

@@ -382,3 +382,86 @@ def test_swapping_in_what_is_already_live_changes_nothing(register_ami, seeded, 
         i["InstanceId"] for i in blue_before["Instances"]
     ]
     assert _version_data(seeded, "$Latest")["VersionNumber"] == versions_before
+
+
+def _set_weights(cloud, service, weights: dict[str, int]) -> None:
+    state = bluegreen.describe(cloud, service)
+    by_arn = {
+        entry.target_group_arn: weights[entry.color]
+        for entry in (state.live, state.standby)
+        if entry and entry.target_group_arn
+    }
+    elbv2.set_forward_weights(cloud, state.switch, by_arn)
+
+
+@pytest.mark.parametrize(
+    ("green", "blue", "skipped"),
+    [(100, 0, True), (100, 50, False), (50, 0, False), (0, 100, False)],
+)
+def test_shift_is_done_only_when_green_has_all_and_blue_none(
+    register_ami, seeded, swap, run_stage, make_context, green, blue, skipped
+) -> None:
+    ctx = swap(register_ami("goldenbake-base-2"))
+    _set_weights(seeded, ctx.service, {"green": green, "blue": blue})
+    again = make_context(records=(ctx.records.need(Standby, "test"),))
+    outcome = run_stage(ShiftStage, again)
+    assert (outcome.status == "skipped") is skipped
+    assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
+
+
+def test_shift_to_a_colour_without_a_group_fails_and_moves_nothing(
+    seeded, make_context, run_stage
+) -> None:
+    ctx = make_context(records=(Standby("green", "demo-green", ""),))
+    with pytest.raises(StageFailed, match="green has no Auto Scaling group or target group"):
+        run_stage(ShiftStage, ctx)
+    assert _weights(seeded, ctx.service) == {"blue": 100}
+
+
+def test_the_standby_gets_its_target_group_back(register_ami, seeded, swap) -> None:
+    first = swap(register_ami("goldenbake-base-2"))
+    blue = _group(seeded, "demo-blue")
+    seeded.client("autoscaling").detach_load_balancer_target_groups(
+        AutoScalingGroupName="demo-blue", TargetGroupARNs=blue["TargetGroupARNs"]
+    )
+    swap(register_ami("goldenbake-base-3"))
+    assert _group(seeded, "demo-blue")["TargetGroupARNs"] == blue["TargetGroupARNs"]
+    assert bluegreen.describe(seeded, first.service).live.color == "blue"
+
+
+def test_launch_template_starts_from_the_live_version_not_the_default(
+    register_ami, seeded, make_context, run_stage
+) -> None:
+    ec2 = seeded.client("ec2")
+    pinned = _version_data(seeded, 1)["LaunchTemplateData"]
+    template_id = _version_data(seeded, 1)["LaunchTemplateId"]
+    ec2.create_launch_template_version(
+        LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
+    )
+    ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion="2")
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(LaunchTemplateStage, ctx)
+    created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
+    assert (
+        _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"]
+        == (pinned["InstanceType"])
+    )
+
+
+def test_launch_template_without_a_live_group_starts_from_the_default(
+    register_ami, seeded, make_context, run_stage
+) -> None:
+    ec2 = seeded.client("ec2")
+    pinned = _version_data(seeded, 1)["LaunchTemplateData"]
+    template_id = _version_data(seeded, 1)["LaunchTemplateId"]
+    ec2.create_launch_template_version(
+        LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
+    )
+    ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion="2")
+    seeded.client("autoscaling").delete_auto_scaling_group(
+        AutoScalingGroupName="demo-blue", ForceDelete=True
+    )
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(LaunchTemplateStage, ctx)
+    created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
+    assert _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"] == "c5.xlarge"

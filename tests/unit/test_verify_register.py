@@ -14,7 +14,7 @@ from bake.errors import StageFailed
 from bake.records import Built, Records, Verification
 from bake.ssh import SshHost
 from bake.stages.register import Register
-from bake.stages.verify import Verify, read_junit
+from bake.stages.verify import Verify, read_junit, suite_files, suites_digest
 from tests.unit.local_context import StubbedLocalTarget, make_context
 
 JUNIT_PASS = """<?xml version="1.0" encoding="utf-8"?>
@@ -188,3 +188,88 @@ def test_junit_reports_are_read(tmp_path: Path) -> None:
     assert (report.tests, report.failures, report.passed) == (2, 1, False)
     assert report.failed == ("test_extra::test_always_fails",)
     assert read_junit(tmp_path / "absent.xml").passed is False
+
+
+def test_the_suites_are_their_files_and_the_conftests_above_them_up_to_the_project(
+    tmp_path: Path,
+) -> None:
+    context = make_context(tmp_path)
+    (tmp_path / "conftest.py").write_text("# the project's\n")
+    (tmp_path / "suites" / "conftest.py").write_text("# the suites'\n")
+    (tmp_path / "suites" / "test_one.py").write_text("def test_one(host):\n    pass\n")
+    (tmp_path.parent / "conftest.py").write_text("# outside the project\n")
+    try:
+        files = suite_files(context)
+    finally:
+        (tmp_path.parent / "conftest.py").unlink()
+    assert files == sorted(
+        [
+            tmp_path / "conftest.py",
+            tmp_path / "suites" / "conftest.py",
+            tmp_path / "suites" / "test_one.py",
+        ]
+    )
+
+
+def test_the_suites_digest_covers_their_paths_and_contents(tmp_path: Path) -> None:
+    first, second = tmp_path / "test_a.py", tmp_path / "test_b.py"
+    first.write_text("def test_a(host):\n    pass\n")
+    second.write_text("def test_a(host):\n    pass\n")
+    assert suites_digest([first]) != suites_digest([second]), "the path counts"
+    before = suites_digest([first])
+    first.write_text("def test_a(host):\n    assert True\n")
+    assert suites_digest([first]) != before, "the content counts"
+    assert suites_digest([first]) == suites_digest([first])
+
+
+def fail_with(ctx, body: str) -> None:
+    ctx.runner.on(
+        lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1, effect=junit_writer(body)
+    )
+
+
+def test_a_failure_names_three_failed_checks_and_says_there_are_more(ctx) -> None:
+    cases = "".join(
+        f'<testcase classname="t" name="c{n}"><failure message="no"/></testcase>' for n in range(4)
+    )
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
+        f'failures="4" tests="4">{cases}</testsuite></testsuites>'
+    )
+    ctx.runner.on(
+        lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1, effect=junit_writer(body)
+    )
+    with pytest.raises(StageFailed) as raised:
+        Verify(ctx).run()
+    assert "(t::c0, t::c1, t::c2 ...)" in raised.value.message
+    three = body.replace('<testcase classname="t" name="c3"><failure message="no"/></testcase>', "")
+    three = three.replace('failures="4" tests="4"', 'failures="3" tests="3"')
+    ctx.runner.on(
+        lambda argv: argv[1:3] == ["-m", "pytest"], returncode=1, effect=junit_writer(three)
+    )
+    ctx.run_id = "r2"
+    with pytest.raises(StageFailed) as raised:
+        Verify(ctx).run()
+    assert "(t::c0, t::c1, t::c2);" in raised.value.message
+
+
+def test_the_suites_run_with_xunit2_reports_and_the_kernel_is_asked_once(ctx) -> None:
+    pass_suites(ctx)
+    Verify(ctx).run()
+    ((argv, _env),) = pytest_calls(ctx)
+    ini = Path(argv[argv.index("-c") + 1])
+    assert ini.read_text() == "[pytest]\njunit_family = xunit2\n"
+    assert [argv[-1] for argv in ctx.runner.commands("ssh")] == ["uname -r"]
+
+
+def test_register_publishes_again_when_the_tag_was_lost(ctx, cloud) -> None:
+    pass_suites(ctx)
+    ctx.records.add(*Verify(ctx).run().records)
+    ami = Register(ctx).run().outputs()["ami"]
+    images.tag(cloud, ami, {"bake:verified": "false"})
+    again = Register(ctx).run()
+    assert again.status == "succeeded"
+    assert images.tags_of(images.describe(cloud, ami))["bake:verified"] == "true"
+    cloud.client("ssm").delete_parameter(Name="/bake/images/base/latest")
+    assert Register(ctx).run().status == "succeeded"
+    assert images.published(cloud, "base") == ami
