@@ -270,6 +270,11 @@ class History:
         rows = self._read("SELECT * FROM runs ORDER BY started DESC, rowid DESC LIMIT ?", (limit,))
         return [self._run(row) for row in rows]
 
+    def abandoned(self) -> list[RunRecord]:
+        """Runs that say they are running but whose process is gone, newest first."""
+        rows = self._read("SELECT * FROM runs WHERE status = 'running' ORDER BY started DESC")
+        return [self._run(row) for row in rows if not pid_alive(row["pid"])]
+
     def _run(self, row: sqlite3.Row) -> RunRecord:
         status = row["status"]
         if status == "running" and not pid_alive(row["pid"]):

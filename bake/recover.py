@@ -64,11 +64,7 @@ class Recovery:
 
 def abandoned(history: History, subject: str | None = None) -> list[RunRecord]:
     """Runs that history says are running but whose process is gone (of `subject` when given)."""
-    return [
-        run
-        for run in history.runs(limit=10_000)
-        if run.status == "interrupted" and (subject is None or run.subject == subject)
-    ]
+    return [run for run in history.abandoned() if subject is None or run.subject == subject]
 
 
 class Recoverer:
