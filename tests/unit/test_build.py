@@ -143,13 +143,17 @@ def test_a_failed_packer_build_names_the_error_and_the_log(ctx) -> None:
         stdout="\n".join(
             [
                 "1700000000,,ui,say,==> qemu.base: Provisioning with shell script: patch.sh",
-                "1700000001,,ui,error,Build 'qemu.base' errored: "
-                "Script exited with non-zero exit status: 100",
+                "1700000001,,ui,error,an early complaint\\nwith a second line",
+                "1700000002,,ui,error,Build 'qemu.base' errored: "
+                "Script exited with non-zero exit status: 100\\nand more lines after it",
             ]
         ),
     )
-    with pytest.raises(StageFailed, match="exit status: 100") as raised:
+    with pytest.raises(StageFailed) as raised:
         Build(ctx).run()
+    assert raised.value.message.endswith(
+        "Build 'qemu.base' errored: Script exited with non-zero exit status: 100"
+    ), "the last error, its first line only"
     assert "build-base.log" in raised.value.format_message()
     assert not (ctx.state.root / "work" / "build-base-r1").exists()
     assert ctx.history.builds("base") == []

@@ -190,17 +190,21 @@ def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_c
     ]
 
 
+@pytest.mark.parametrize("capacity", [2, {"min": 1, "desired": 2, "max": 3}])
 def test_green_asg_skips_when_the_standby_already_serves_the_version(
-    register_ami, seeded, make_context, run_stage
+    register_ami, seeded, make_config, make_context, run_stage, capacity
 ):
-    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    config = make_config(capacity=capacity)
+    ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
-    run_stage(GreenAsgStage, ctx)
+    made = run_stage(GreenAsgStage, ctx)
     before = set(_images(seeded, _group(seeded, "demo-green")))
 
     again = run_stage(GreenAsgStage, ctx)
 
     assert again.status == "skipped"
+    assert again.records == made.records
+    assert again.records[0].target_group_arn.startswith("arn:aws:elasticloadbalancing:")
     assert set(_images(seeded, _group(seeded, "demo-green"))) == before
 
 
@@ -465,3 +469,24 @@ def test_launch_template_without_a_live_group_starts_from_the_default(
     run_stage(LaunchTemplateStage, ctx)
     created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
     assert _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"] == "c5.xlarge"
+
+
+def test_an_undone_standby_is_pinned_to_the_number_it_ran_never_an_alias(
+    register_ami, seeded, swap, make_context, run_stage, target_health
+) -> None:
+    swap(register_ami("goldenbake-base-2"))
+    swap(register_ami("goldenbake-base-3"))  # blue live again, green standby on v2
+    template_id = _group(seeded, "demo-green")["LaunchTemplate"]["LaunchTemplateId"]
+    seeded.client("ec2").modify_launch_template(LaunchTemplateId=template_id, DefaultVersion="2")
+    seeded.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName="demo-green",
+        LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Default"},
+    )
+    target_health.fail("demo-green")
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-4")),))
+    run_stage(LaunchTemplateStage, ctx)
+    stage = GreenAsgStage(ctx)
+    with pytest.raises(StageFailed, match="demo-green is not healthy"):
+        stage.run()
+    stage.undo()
+    assert _group(seeded, "demo-green")["LaunchTemplate"]["Version"] == "2"
