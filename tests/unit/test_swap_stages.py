@@ -490,3 +490,15 @@ def test_an_undone_standby_is_pinned_to_the_number_it_ran_never_an_alias(
         stage.run()
     stage.undo()
     assert _group(seeded, "demo-green")["LaunchTemplate"]["Version"] == "2"
+
+
+def test_a_live_colour_with_all_traffic_and_no_other_group_is_left_as_it_is(
+    register_ami, seeded, swap, make_context, run_stage
+) -> None:
+    ctx = swap(register_ami("goldenbake-base-2"))
+    seeded.client("autoscaling").delete_auto_scaling_group(
+        AutoScalingGroupName="demo-blue", ForceDelete=True
+    )
+    again = run_stage(ShiftStage, make_context(records=(ctx.records.need(Standby, "test"),)))
+    assert again.status == "skipped"
+    assert _weights(seeded, ctx.service) == {"green": 100}

@@ -273,3 +273,16 @@ def test_register_publishes_again_when_the_tag_was_lost(ctx, cloud) -> None:
     cloud.client("ssm").delete_parameter(Name="/bake/images/base/latest")
     assert Register(ctx).run().status == "succeeded"
     assert images.published(cloud, "base") == ami
+
+
+def test_a_missing_report_is_one_error_and_absent_counts_are_zero(tmp_path: Path) -> None:
+    assert read_junit(tmp_path / "absent.xml").summary() == "0 checks, 0 failed, 1 errors"
+    path = tmp_path / "bare.xml"
+    path.write_text(
+        '<testsuite name="pytest" tests="2"><testcase classname="a" name="b"/>'
+        '<testcase classname="a" name="c"/></testsuite>'
+    )
+    report = read_junit(path)
+    assert (report.tests, report.failures, report.errors, report.passed) == (2, 0, 0, True)
+    path.write_text('<testsuites><testsuite name="pytest"/></testsuites>')
+    assert read_junit(path).summary() == "0 checks, 0 failed, 0 errors"
