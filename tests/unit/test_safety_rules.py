@@ -134,6 +134,7 @@ def test_a_missing_report_is_a_failed_verification(tmp_path: Path) -> None:
     ("expected", "in_service", "unhealthy", "ok"),
     [
         (0, [], {}, False),
+        (1, ["i-1"], {}, True),
         (2, ["i-1"], {}, False),
         (2, ["i-1", "i-2"], {}, True),
         (2, ["i-1", "i-2", "i-3"], {}, True),
