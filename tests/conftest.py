@@ -166,11 +166,16 @@ class TargetHealth:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.failing: dict[str, str] = {}
+        self.answers_left: dict[str, int] = {}
         original = FakeTargetGroup.health_for
-        failing = self.failing
+        failing, answers_left = self.failing, self.answers_left
 
         def health_for(group: FakeTargetGroup, target: dict[str, Any], ec2: Any) -> Any:
             status = original(group, target, ec2)
+            if group.name in answers_left:
+                answers_left[group.name] -= 1
+                if answers_left[group.name] < 0:
+                    failing.pop(group.name, None)
             if group.name in failing and status.status == "healthy":
                 return FakeHealthStatus(
                     status.instance_id,
@@ -189,6 +194,11 @@ class TargetHealth:
 
     def heal(self, target_group: str) -> None:
         self.failing.pop(target_group, None)
+
+    def fail_for(self, target_group: str, answers: int) -> None:
+        """Unhealthy for the next `answers` target health answers, then healthy (a slow start)."""
+        self.fail(target_group, "Target is still starting")
+        self.answers_left[target_group] = answers
 
 
 @pytest.fixture

@@ -315,3 +315,37 @@ def test_a_finished_run_says_how_long_it_took(tmp_path: Path) -> None:
     )
     (run,) = history.runs()
     assert (run.status, run.seconds, run.error) == ("succeeded", 90.25, None)
+
+
+def test_waiting_for_health_waits_for_targets_that_start_slowly(
+    seeded, config, register_ami, make_context, run_stage, target_health
+) -> None:
+    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(LaunchTemplateStage, ctx)
+    run_stage(GreenAsgStage, ctx)
+    green = bluegreen.describe(seeded, config.service("demo")).standby
+    target_health.fail_for("demo-green", answers=6)  # three describe calls of two targets
+
+    health = bluegreen.wait_healthy(seeded, "demo-green", green.target_group_arn, 2, timeout=8)
+
+    assert health.ok, health.describe()
+    assert target_health.answers_left["demo-green"] < 0, "it did not wait for the targets"
+
+
+def test_traffic_moves_past_a_colour_that_has_no_target_group(seeded, config, base_ami) -> None:
+    from bake.aws import autoscaling
+
+    blue = autoscaling.find_group(seeded, "demo-blue")
+    autoscaling.create_group(
+        seeded,
+        "demo-green",
+        launch_template_id=blue["LaunchTemplate"]["LaunchTemplateId"],
+        launch_template_version=1,
+        capacity=(1, 1, 1),
+        subnets=blue["VPCZoneIdentifier"],
+        target_group_arns=[],
+    )
+    service = config.service("demo")
+    assert bluegreen.describe(seeded, service).standby.target_group_arn is None
+    state = bluegreen.send_all_to(seeded, service, "blue")
+    assert (state.live.color, state.live.weight) == ("blue", 100)
