@@ -433,9 +433,14 @@ def test_the_standby_gets_its_target_group_back(register_ami, seeded, swap) -> N
     assert bluegreen.describe(seeded, first.service).live.color == "blue"
 
 
-def test_launch_template_starts_from_the_live_version_not_the_default(
-    register_ami, seeded, make_context, run_stage
+@pytest.mark.parametrize(
+    ("live_group", "expected_type"), [(True, "t3.micro"), (False, "c5.xlarge")]
+)
+def test_launch_template_starts_from_the_live_version_or_else_the_default(
+    register_ami, seeded, make_context, run_stage, live_group, expected_type
 ) -> None:
+    """The live group's pinned version (t3.micro) is the source; the template's default (a newer
+    c5.xlarge version) only when no group is live."""
     ec2 = seeded.client("ec2")
     pinned = _version_data(seeded, 1)["LaunchTemplateData"]
     template_id = _version_data(seeded, 1)["LaunchTemplateId"]
@@ -443,32 +448,15 @@ def test_launch_template_starts_from_the_live_version_not_the_default(
         LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
     )
     ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion="2")
+    if not live_group:
+        seeded.client("autoscaling").delete_auto_scaling_group(
+            AutoScalingGroupName="demo-blue", ForceDelete=True
+        )
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
     run_stage(LaunchTemplateStage, ctx)
     created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
-    assert (
-        _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"]
-        == (pinned["InstanceType"])
-    )
-
-
-def test_launch_template_without_a_live_group_starts_from_the_default(
-    register_ami, seeded, make_context, run_stage
-) -> None:
-    ec2 = seeded.client("ec2")
-    pinned = _version_data(seeded, 1)["LaunchTemplateData"]
-    template_id = _version_data(seeded, 1)["LaunchTemplateId"]
-    ec2.create_launch_template_version(
-        LaunchTemplateId=template_id, LaunchTemplateData={**pinned, "InstanceType": "c5.xlarge"}
-    )
-    ec2.modify_launch_template(LaunchTemplateId=template_id, DefaultVersion="2")
-    seeded.client("autoscaling").delete_auto_scaling_group(
-        AutoScalingGroupName="demo-blue", ForceDelete=True
-    )
-    ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
-    run_stage(LaunchTemplateStage, ctx)
-    created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
-    assert _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"] == "c5.xlarge"
+    assert pinned["InstanceType"] == "t3.micro"
+    assert _version_data(seeded, created)["LaunchTemplateData"]["InstanceType"] == expected_type
 
 
 def test_an_undone_standby_is_pinned_to_the_number_it_ran_never_an_alias(
