@@ -17,6 +17,8 @@ import argparse
 import ast
 import contextlib
 import copy
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -35,6 +37,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / ".bake-mutation" / "report.json"
+JOURNAL = REPO / ".bake-mutation" / "journal.jsonl"
 MARKERS = "not vm"
 PYTEST_FLAGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "tests.mutation", "-m", MARKERS]
 MIN_TIMEOUT = 60.0
@@ -111,6 +114,7 @@ class Mutant:
     original: str
     mutant: str
     in_function: bool = True
+    key: str = ""  # the module's content, the span and the text: what --resume matches on
 
     def apply(self, source: str) -> str:
         """The module's source with this mutant applied."""
@@ -470,6 +474,7 @@ def generate(source_text: str, path: str = "<source>") -> list[Mutant]:
     """Every mutant of one module's source, in source order, without duplicates."""
     tree = ast.parse(source_text)
     source = _Source(source_text)
+    digest = hashlib.sha256(source_text.encode()).hexdigest()
     generator = _Generator(source)
     generator.body(tree.body)
     mutants: list[Mutant] = []
@@ -478,7 +483,10 @@ def generate(source_text: str, path: str = "<source>") -> list[Mutant]:
         mutant = _finish(path, source, tree, candidate, inner)
         if mutant is not None and (mutant.start, mutant.end, mutant.text) not in seen:
             seen.add((mutant.start, mutant.end, mutant.text))
-            mutants.append(mutant)
+            key = hashlib.sha256(
+                f"{path}:{digest}:{mutant.start}:{mutant.end}:{mutant.text}".encode()
+            )
+            mutants.append(dataclasses.replace(mutant, key=key.hexdigest()[:20]))
     return sorted(mutants, key=lambda m: (m.start, m.end, m.text))
 
 
@@ -787,6 +795,7 @@ def run_all(workspaces: list[Workspace], baseline: Baseline, mutants: list[Mutan
                 free.append(workspace)
                 done[0] += 1
                 count = done[0]
+                _journal(result)
         if result.status != "not covered":
             print(
                 f"[{count}/{len(mutants)}] {result.status:9} {result.seconds:5.1f}s "
@@ -798,6 +807,28 @@ def run_all(workspaces: list[Workspace], baseline: Baseline, mutants: list[Mutan
 
     with ThreadPoolExecutor(max_workers=len(workspaces)) as pool:
         return list(pool.map(work, mutants))
+
+
+def _journal(result: Result) -> None:
+    """Append one result to the journal that --resume reads."""
+    entry = {"key": result.mutant.key, "status": result.status, "tests": result.tests}
+    entry |= {"seconds": round(result.seconds, 1), "describe": result.mutant.describe()}
+    with JOURNAL.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+def journaled(mutants: Sequence[Mutant]) -> list[Result]:
+    """The results the journal holds for these mutants (same module text, same change)."""
+    entries: dict[str, dict[str, Any]] = {}
+    if JOURNAL.exists():
+        for line in JOURNAL.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            entries[entry["key"]] = entry
+    return [
+        Result(mutant, entry["status"], entry["tests"], entry["seconds"])
+        for mutant in mutants
+        if (entry := entries.get(mutant.key)) and entry["status"] != "error"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -816,7 +847,7 @@ def summarise(results: Sequence[Result], modules: Sequence[Path]) -> dict[str, A
         if result.status in ("survived", "not covered", "error")
     ]
     for survivor in survivors:
-        for key in ("start", "end", "text", "in_function"):
+        for key in ("start", "end", "text", "in_function", "key"):
             survivor.pop(key)
     return {"modules": per_module, "survivors": survivors, "total": _counts(list(results))}
 
@@ -870,6 +901,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """--jobs N and the paths to mutate."""
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"reuse the results in {JOURNAL.relative_to(REPO)} (of an interrupted run)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", default=["bake"], help="modules or packages to mutate")
     return parser.parse_args(argv)
@@ -887,6 +923,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mutant in generate((REPO / module).read_text(encoding="utf-8"), str(module))
     ]
     print(f"{len(mutants)} mutants in {len(modules)} modules", file=sys.stderr, flush=True)
+    JOURNAL.parent.mkdir(exist_ok=True)
+    reused = journaled(mutants) if args.resume else []
+    if not args.resume:
+        JOURNAL.write_text("", encoding="utf-8")
+    done = {result.mutant.key for result in reused}
+    todo = [mutant for mutant in mutants if mutant.key not in done]
+    if reused:
+        print(f"{len(reused)} results reused from {JOURNAL}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="bake-mutation-") as parent:
         jobs = max(1, args.jobs)
         workspaces = [Workspace.create(Path(parent), f"w{index}") for index in range(jobs)]
@@ -899,13 +943,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"baseline under coverage: {baseline.seconds:.0f}s", file=sys.stderr, flush=True)
         try:
-            results = run_all(workspaces, baseline, mutants)
+            results = reused + run_all(workspaces, baseline, todo)
         finally:
             for workspace in workspaces:
                 workspace.close()
+    order = {mutant.key: index for index, mutant in enumerate(mutants)}
+    results.sort(key=lambda result: order[result.mutant.key])
     report = summarise(results, modules)
     report["seconds"] = round(time.monotonic() - started)
-    REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for line in render(report):
         print(line)
