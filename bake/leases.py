@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bake import locks
+from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.errors import InputError, LockHeld
 
@@ -112,7 +113,7 @@ class LeaseLocks:
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
+            code = error_code(exc)
             if code == "ResourceNotFoundException":
                 raise InputError(
                     f"lock_table '{self.table}' does not exist in {self.cloud.region}",
@@ -161,7 +162,7 @@ class LeaseLocks:
                 ExpressionAttributeValues={":token": {"S": token}},
             )
         except ClientError as exc:  # the lease lapsed and another run took it: leave theirs
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
     @contextmanager

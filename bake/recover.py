@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from bake.aws import launch_templates
+from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.history import History, RunRecord
 from bake.localhost import pid_alive
@@ -155,7 +156,7 @@ class Recoverer:
         try:
             self.cloud.client("ec2").delete_security_group(GroupId=group_id)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidGroup.NotFound":
+            if error_code(exc) == "InvalidGroup.NotFound":
                 return None
             raise
         return None
@@ -168,7 +169,7 @@ class Recoverer:
         try:
             launch_templates.delete_version(self.cloud, template_id, int(number))
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if "NotFound" in code:
                 return None
             raise

@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
+from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.errors import BakeError
 from bake.polling import waiter_config
@@ -32,16 +33,12 @@ _MIRRORED = (
 )
 
 
-def _error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
 def find_load_balancer(cloud: Cloud, name: str) -> dict[str, Any] | None:
     """The load balancer called `name`, or None."""
     try:
         found = cloud.client("elbv2").describe_load_balancers(Names=[name])["LoadBalancers"]
     except ClientError as exc:
-        if _error_code(exc) == "LoadBalancerNotFound":
+        if error_code(exc) == "LoadBalancerNotFound":
             return None
         raise
     return found[0] if found else None
@@ -61,7 +58,7 @@ def find_target_group(cloud: Cloud, name: str) -> dict[str, Any] | None:
     try:
         found = cloud.client("elbv2").describe_target_groups(Names=[name])["TargetGroups"]
     except ClientError as exc:
-        if _error_code(exc) == "TargetGroupNotFound":
+        if error_code(exc) == "TargetGroupNotFound":
             return None
         raise
     return found[0] if found else None

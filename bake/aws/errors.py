@@ -39,6 +39,11 @@ THROTTLED = {
 }
 
 
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a refused call (`ParameterNotFound`, `AccessDenied`, ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 class CloudError(BakeError):
     """The cloud refused or could not be reached; what was done before is in history."""
 
@@ -77,8 +82,8 @@ def cloud_error(exc: BaseException) -> BakeError | None:
 
 
 def _client_error(exc: ClientError) -> BakeError:
-    error = exc.response.get("Error", {})
-    code, message = error.get("Code", "Unknown"), error.get("Message", "") or str(exc)
+    code = error_code(exc) or "Unknown"
+    message = exc.response.get("Error", {}).get("Message", "") or str(exc)
     operation = exc.operation_name
     attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
     if code in EXPIRED:

@@ -6,6 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bake.aws.errors import error_code
 from bake.aws.tags import tags_of
 from bake.config import BaseSpec
 from bake.errors import BakeError, InputError
@@ -23,7 +24,7 @@ def describe(cloud: Any, ami: str) -> dict[str, Any] | None:
     try:
         images = cloud.client("ec2").describe_images(ImageIds=[ami])["Images"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
             return None
         raise
     return images[0] if images else None
@@ -97,7 +98,7 @@ def published(cloud: Any, image: str) -> str | None:
     try:
         response = cloud.client("ssm").get_parameter(Name=parameter_name(image))
     except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ParameterNotFound":
+        if error_code(exc) == "ParameterNotFound":
             return None
         raise
     return response["Parameter"]["Value"]
@@ -113,7 +114,7 @@ def resolve(cloud: Any, spec: BaseSpec, where: str) -> str:
         try:
             value = cloud.client("ssm").get_parameter(Name=spec.value)["Parameter"]["Value"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ParameterNotFound":
+            if error_code(exc) == "ParameterNotFound":
                 raise InputError(
                     f"{where}: SSM parameter {spec.value} does not exist in {cloud.region}"
                 ) from None

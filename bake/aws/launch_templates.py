@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 
 _NOT_FOUND = ("InvalidLaunchTemplateName.NotFoundException", "InvalidLaunchTemplateId.NotFound")
@@ -22,7 +23,7 @@ def find(cloud: Cloud, name: str) -> dict[str, Any] | None:
     try:
         found = cloud.client("ec2").describe_launch_templates(LaunchTemplateNames=[name])
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+        if error_code(exc) in _NOT_FOUND:
             return None
         raise
     templates = found["LaunchTemplates"]
