@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bake import rollouts
 from bake.aws import autoscaling, elbv2, launch_templates
 from bake.aws.session import Cloud
 from bake.config import COLORS, ServiceConfig
-from bake.errors import BakeError
+from bake.errors import BakeError, InputError
+from bake.rollouts import Rollout
 
 STATE_KEYS = (
     "color",
@@ -81,18 +83,30 @@ class ColorState:
 
 @dataclass
 class ServiceState:
-    """Both colours of a service and the listener that chooses between them."""
+    """Both colours of a service, the listener that chooses between them, and the rollout the
+    load balancer records (None when no swap has recorded one)."""
 
     service: str
     switch: elbv2.TrafficSwitch
     live: ColorState
     standby: ColorState | None
+    rollout: Rollout | None = None
+
+    def color(self, color: str) -> ColorState | None:
+        """The state of `color`, when it has an Auto Scaling group or carries traffic."""
+        found = [entry for entry in (self.live, self.standby) if entry and entry.color == color]
+        return found[0] if found else None
+
+    def weight(self, color: str) -> int:
+        found = self.color(color)
+        return found.weight if found else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
             "live": self.live.to_dict(),
             "standby": self.standby.to_dict() if self.standby else None,
+            "rollout": self.rollout.to_dict() if self.rollout else None,
         }
 
 
@@ -121,7 +135,8 @@ def find_switch(
             f"{service.listener_port}",
         )
     if service.listener_rule is None:
-        return elbv2.TrafficSwitch(listener["ListenerArn"]), listener["DefaultActions"]
+        switch = elbv2.TrafficSwitch(listener["ListenerArn"], None, listener["LoadBalancerArn"])
+        return switch, listener["DefaultActions"]
     rule = elbv2.find_rule(cloud, listener["ListenerArn"], service.listener_rule)
     if rule is None:
         raise _not_found(
@@ -130,7 +145,10 @@ def find_switch(
             f"the listener on port {service.listener_port} of '{service.load_balancer}' has no "
             f"rule {service.listener_rule}",
         )
-    return elbv2.TrafficSwitch(listener["ListenerArn"], rule["RuleArn"]), rule["Actions"]
+    switch = elbv2.TrafficSwitch(
+        listener["ListenerArn"], rule["RuleArn"], listener["LoadBalancerArn"]
+    )
+    return switch, rule["Actions"]
 
 
 def check_health(
@@ -196,7 +214,10 @@ def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
     }
     live = live_color({color: colors[color].weight for color in COLORS})
     standby = colors[other(live)]
-    return ServiceState(service.name, switch, colors[live], standby if standby.asg else None)
+    rollout = rollouts.read(cloud, switch.load_balancer_arn, service.name)
+    return ServiceState(
+        service.name, switch, colors[live], standby if standby.asg else None, rollout
+    )
 
 
 def route(cloud: Cloud, state: ServiceState, weights: dict[str, int]) -> None:
@@ -222,31 +243,146 @@ def send_all_to(cloud: Cloud, service: ServiceConfig, color: str) -> ServiceStat
     return describe(cloud, service)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a swap does to the service: which colour takes the AMI, which colour stays as the
+    rollback target, and whether it resumes the rollout the load balancer records."""
+
+    incoming: str
+    rollback: str
+    resumes: Rollout | None = None
+    replaces: Rollout | None = None
+
+    def describe(self, ami: str) -> str:
+        if self.resumes:
+            return (
+                f"resume run {self.resumes.run_id}'s rollout of {ami} to {self.incoming}, "
+                f"{self.rollback} kept as the rollback target"
+            )
+        replaced = (
+            f" (replacing run {self.replaces.run_id}'s unfinished rollout of {self.replaces.ami},"
+            " which moved no traffic)"
+            if self.replaces
+            else ""
+        )
+        return f"roll {ami} out to {self.incoming}, {self.rollback} kept for rollback{replaced}"
+
+
+def decide(state: ServiceState, ami: str) -> Decision:
+    """Decide a swap of `ami`, once: an unfinished rollout of the same AMI is resumed with the
+    colours it chose; one of another AMI is replaced only while its incoming colour carries no
+    traffic. An InputError, changing nothing, when the state allows no safe swap."""
+    service, pending = state.service, state.rollout
+    if pending and pending.pending:
+        if pending.ami == ami:
+            return Decision(pending.incoming, pending.rollback, resumes=pending)
+        carried = state.weight(pending.incoming)
+        if carried:
+            raise InputError(
+                f"service {service}: run {pending.run_id}'s rollout of {pending.ami} to "
+                f"{pending.incoming} is unfinished and {pending.incoming} carries {carried}% of "
+                f"the traffic; refusing to start a rollout of {ami}",
+                hint=f"finish it with `bake swap {service} --ami {pending.ami}`, or send the "
+                f"traffic back to {pending.rollback} with `bake rollback {service}`",
+            )
+        return Decision(pending.incoming, pending.rollback, replaces=pending)
+    weights = {color: state.weight(color) for color in COLORS}
+    if all(weights.values()):
+        raise InputError(
+            f"service {service}: both colours carry traffic (blue {weights['blue']}%, green "
+            f"{weights['green']}%) and no unfinished rollout is recorded; refusing to swap",
+            hint=f"send all traffic to one colour first (`bake rollback {service}` sends it to "
+            f"{state.standby.color if state.standby else other(state.live.color)})",
+        )
+    return Decision(other(state.live.color), state.live.color)
+
+
+def rollback_target(state: ServiceState) -> str | None:
+    """The colour a rollback sends all traffic to: the one that ran the previously live AMI.
+
+    That is the recorded rollout's rollback target while it is unfinished or after it went live.
+    After a rollback the other colour runs the newer AMI, so going there is refused: it would be a
+    roll forward. Without a record, the standby colour; None when there is none.
+    """
+    rollout, service = state.rollout, state.service
+    if rollout and rollout.state == "rolled-back":
+        raise InputError(
+            f"service {service}: run {rollout.run_id}'s rollout of {rollout.ami} to "
+            f"{rollout.incoming} was rolled back to {rollout.rollback} already; going to "
+            f"{rollout.incoming} now would roll forward",
+            hint=f"to roll forward on purpose, run `bake swap {service} --ami {rollout.ami}`",
+        )
+    if rollout and rollout.state in ("rolling", "live"):
+        return rollout.rollback
+    return state.standby.color if state.standby else None
+
+
 def rollback(
     cloud: Cloud, service: ServiceConfig, console_line: Callable[[str], None]
-) -> ServiceState:
-    """Send all traffic to the standby colour, if it is there and serving; the new state."""
+) -> tuple[str, ServiceState]:
+    """Send all traffic to the colour `rollback_target` names, scaled up first if it was scaled
+    in, and only when it is healthy; that colour and the new state."""
     state = describe(cloud, service)
-    standby = state.standby
-    if standby is None:
+    color = rollback_target(state)
+    if color is None:
         missing = service.names(other(state.live.color)).asg
         raise BakeError(
             f"service {service.name}: nothing to roll back to: {state.live.color} is live and "
             f"the standby Auto Scaling group '{missing}' does not exist"
         )
-    if standby.healthy == 0:
+    target = state.color(color)
+    if target is None or target.group is None or not target.target_group_arn:
         raise BakeError(
-            f"service {service.name}: refusing to roll back to {standby.color}: it has no healthy "
-            f"InService instances ({standby.health.describe()})",
-            hint=f"scale '{standby.asg}' up and wait for its targets to pass health checks",
+            f"service {service.name}: cannot roll back to {color}: its Auto Scaling group "
+            f"'{service.names(color).asg}' or target group "
+            f"'{service.names(color).target_group}' does not exist"
         )
     started = time.monotonic()
-    new_state = send_all_to(cloud, service, standby.color)
+    if target.weight == 100:
+        console_line(f"{service.name}: {color} already carries all traffic; nothing moved")
+        return color, state
+    if target.desired == 0:
+        capacity = scale_up_like(cloud, service, target, state.color(other(color)))
+        console_line(f"{service.name}: {target.asg} was scaled in; scaling it to {capacity}")
+        health = wait_healthy(
+            cloud, target.asg or "", target.target_group_arn, capacity[1], service.health_timeout
+        )
+    else:
+        health = check_health(cloud, target.group, target.target_group_arn, target.desired)
+    if not health.ok or not health.in_service:
+        raise BakeError(
+            f"service {service.name}: refusing to roll back to {color}: it is not healthy "
+            f"({health.describe()}); the traffic was left where it is",
+            hint=f"bring '{target.asg}' back to health, then run bake rollback again",
+        )
+    new_state = send_all_to(cloud, service, color)
     console_line(
-        f"{service.name}: 100% of traffic to {standby.color} ({standby.asg}, {standby.ami}), "
-        f"{state.live.color} kept running, in {time.monotonic() - started:.1f}s"
+        f"{service.name}: 100% of traffic to {color} ({target.asg}, {target.ami}), "
+        f"{other(color)} kept running, in {time.monotonic() - started:.1f}s"
     )
-    return new_state
+    return color, new_state
+
+
+def sized_like(service: ServiceConfig, live: dict[str, Any] | None) -> tuple[int, int, int]:
+    """The incoming colour's (min, desired, max): the service's, raised to what the live group
+    runs now, so that an autoscaled service is never halved by a swap."""
+    wanted = service.capacity
+    if live is None:
+        return wanted.min, wanted.desired, wanted.max
+    return (
+        max(wanted.min, live["MinSize"]),
+        max(wanted.desired, live["DesiredCapacity"]),
+        max(wanted.max, live["MaxSize"]),
+    )
+
+
+def scale_up_like(
+    cloud: Cloud, service: ServiceConfig, target: ColorState, live: ColorState | None
+) -> tuple[int, int, int]:
+    """Give a scaled-in colour the service's capacity, raised to what the live colour runs."""
+    capacity = sized_like(service, live.group if live else None)
+    autoscaling.set_capacity(cloud, target.asg or "", capacity)
+    return capacity
 
 
 def wait_healthy(

@@ -166,8 +166,57 @@ def status(app: App, service: str) -> None:
             f"launch-template-version={colour.launch_template_version} "
             f"weight={colour.weight} healthy={colour.healthy}/{colour.desired}"
         )
+    rollout = rollout_status(app, state)
+    if rollout:
+        lines.append(f"  rollout: {rollout['summary']}")
+        lines.append(f"    next: {rollout['next']}")
     lines.append(f"  image {image.image}: {image.action} ({image.reason})")
-    emit(app, {**state.to_dict(), "image": image.to_dict()}, "\n".join(lines))
+    emit(app, {**state.to_dict(), "rollout": rollout, "image": image.to_dict()}, "\n".join(lines))
+
+
+def rollout_status(app: App, state: Any) -> dict[str, Any] | None:
+    """The service's recorded rollout, why it ended as it did (from this machine's history), and
+    what the next swap or rollback will do."""
+    from bake.stages.shift import share
+
+    rollout = state.rollout
+    if rollout is None:
+        return None
+    entry = app.history.rollout(state.service, rollout.run_id)
+    reason = entry.reason if entry else None
+    name = state.service
+    incoming, back = rollout.incoming, rollout.rollback
+    at = f"{incoming} {share(state, incoming):.0f}%, {back} {share(state, back):.0f}%"
+    if rollout.pending:
+        summary = (
+            f"run {rollout.run_id}'s rollout of {rollout.ami} to {incoming} is unfinished "
+            f"(interrupted, unless a run of {name} is at it now): {at}"
+        )
+        upcoming = (
+            f"`bake swap {name} --ami {rollout.ami}` resumes it from {at}; `bake rollback "
+            f"{name}` sends all traffic to {back} ({rollout.rollback_ami}); a swap of another AMI "
+            + (
+                "is refused while " + incoming + " carries traffic"
+                if state.weight(incoming)
+                else f"replaces it, keeping {back} for rollback"
+            )
+        )
+    elif rollout.state == "live":
+        summary = f"run {rollout.run_id} rolled {rollout.ami} out to {incoming}"
+        upcoming = f"`bake rollback {name}` sends all traffic to {back} ({rollout.rollback_ami})"
+    elif rollout.state == "rolled-back":
+        summary = (
+            f"run {rollout.run_id}'s rollout of {rollout.ami} to {incoming} was rolled back to "
+            f"{back}" + (f": {reason}" if reason else "")
+        )
+        upcoming = f"a swap starts a new rollout; `bake rollback {name}` is refused (roll forward)"
+    else:
+        summary = (
+            f"run {rollout.run_id}'s rollout of {rollout.ami} to {incoming} failed before any "
+            "traffic moved" + (f": {reason}" if reason else "")
+        )
+        upcoming = "a swap starts a new rollout"
+    return {**rollout.to_dict(), "reason": reason, "summary": summary, "next": upcoming}
 
 
 @cli.command()

@@ -23,7 +23,14 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from bake.errors import ConfigError
-from bake.settings import AwsSettings, ImageAwsSettings, LocalSettings, Model, Seconds
+from bake.settings import (
+    AwsSettings,
+    ImageAwsSettings,
+    LocalSettings,
+    Model,
+    Seconds,
+    SecondsOrZero,
+)
 from bake.steps import ChefStep, Step, describe_step_error
 
 DEFAULT_CONFIG = "bake.toml"
@@ -211,6 +218,12 @@ class ServiceConfig(Model):
     health_timeout: Seconds = 600
     shift_steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [100])
     shift_interval: Seconds = 30
+    # CloudWatch alarms watched during the shift and the soak; one in ALARM rolls traffic back.
+    alarms: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list)
+    # How long the new colour is watched after it takes all traffic, before the rollout is live.
+    soak: SecondsOrZero = 300
+    # What happens to the previous colour after the soak: kept running, or scaled in to zero.
+    standby_after_soak: Literal["warm", "scale-in"] = "warm"
 
     @model_validator(mode="before")
     @classmethod

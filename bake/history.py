@@ -18,6 +18,7 @@ from typing import Any
 
 from bake.localhost import pid_alive
 from bake.records import Built
+from bake.rollouts import Rollout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -79,6 +80,19 @@ CREATE TABLE IF NOT EXISTS verifications (
     junit TEXT,
     summary TEXT,
     finished TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    rollout_id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    state TEXT NOT NULL,
+    incoming TEXT NOT NULL,
+    ami TEXT NOT NULL,
+    rollback TEXT NOT NULL,
+    rollback_ami TEXT,
+    started TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    last_run TEXT NOT NULL,
+    reason TEXT
 );
 CREATE INDEX IF NOT EXISTS stages_by_run ON stages(run_id);
 CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, digest);
@@ -186,6 +200,25 @@ class VerifiedBuild:
     run_id: str
     built: Built
     kernel: str
+
+
+@dataclass(frozen=True)
+class RolloutEntry:
+    """A rollout as this machine's history knows it: the run that last moved it, and why it ended
+    as it did (the alarm or the failure), when it did."""
+
+    rollout: Rollout
+    last_run: str
+    updated: str
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.rollout.to_dict(),
+            "last_run": self.last_run,
+            "updated": self.updated,
+            "reason": self.reason,
+        }
 
 
 class History:
@@ -442,3 +475,49 @@ class History:
         row = rows[0]
         built = Built(row["image"], row["digest"], row["source_ami"], row["artifact"], row["ami"])
         return VerifiedBuild(row["run_id"], built, row["kernel"] or "")
+
+    # rollouts
+
+    def record_rollout(self, rollout: Rollout, service: str, run_id: str, reason: str = "") -> None:
+        """Write the rollout (keyed by the run that decided it) as `run_id` leaves it."""
+        self._write(
+            "INSERT INTO rollouts (rollout_id, service, state, incoming, ami, rollback,"
+            " rollback_ami, started, updated, last_run, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(rollout_id) DO UPDATE SET"
+            " state = excluded.state, updated = excluded.updated,"
+            " last_run = excluded.last_run, reason = excluded.reason",
+            (
+                rollout.run_id,
+                service,
+                rollout.state,
+                rollout.incoming,
+                rollout.ami,
+                rollout.rollback,
+                rollout.rollback_ami,
+                rollout.started,
+                now(),
+                run_id,
+                reason or None,
+            ),
+        )
+
+    def rollout(self, service: str, rollout_id: str | None = None) -> RolloutEntry | None:
+        """The service's newest rollout in this history (or the one decided by `rollout_id`)."""
+        rows = self._read(
+            "SELECT * FROM rollouts WHERE service = ? AND rollout_id = coalesce(?, rollout_id)"
+            " ORDER BY updated DESC LIMIT 1",
+            (service, rollout_id),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        rollout = Rollout(
+            row["rollout_id"],
+            row["state"],
+            row["incoming"],
+            row["ami"],
+            row["rollback"],
+            row["rollback_ami"],
+            row["started"],
+        )
+        return RolloutEntry(rollout, row["last_run"], row["updated"], row["reason"])

@@ -23,11 +23,12 @@ from bake.stages.register import Register
 from bake.stages.render import Render
 from bake.stages.retire import Retire
 from bake.stages.rollback import Rollback
+from bake.stages.rollout import RolloutStage
 from bake.stages.shift import ShiftStage
 from bake.stages.verify import Verify
 
 BAKE = ["render", "build", "verify", "register"]
-SWAP = ["launch-template", "green-asg", "shift"]
+SWAP = ["rollout", "launch-template", "green-asg", "shift"]
 
 # `prepare` starts the target's cloud and checks the service; `render` comes before it so that a
 # template that does not render or validate stops the run before any cloud call or VM.
@@ -50,6 +51,7 @@ STAGES: dict[str, type[Stage]] = {
         Build,
         Verify,
         Register,
+        RolloutStage,
         LaunchTemplateStage,
         GreenAsgStage,
         ShiftStage,

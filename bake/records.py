@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bake.errors import BakeError
+from bake.rollouts import Rollout
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,20 @@ class Published(Record):
     ami: str
     parameter: str
     parameter_version: int | None = None
+
+
+@dataclass(frozen=True)
+class RolloutPlan(Record):
+    """The rollout this run carries out (decided now, or resumed), and the launch template
+    version the rollback colour runs, which the new version copies."""
+
+    rollout: Rollout
+    launch_template_id: str
+    source_version: int | str
+    data: dict[str, Any] = field(repr=False)
+
+    def outputs(self) -> dict[str, Any]:
+        return {"rollout": self.rollout.to_dict()}
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def _mirror_url(url: str) -> str:
 
 
 Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+SecondsOrZero = Annotated[int, BeforeValidator(_seconds), Field(ge=0)]
 MirrorUrl = Annotated[str, AfterValidator(_mirror_url)]
 
 

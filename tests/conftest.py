@@ -102,6 +102,7 @@ def make_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
                     "capacity": 2,
                     "health_timeout": 2,
                     "shift_interval": 1,
+                    "soak": 0,
                     **demo,
                 }
             },
@@ -109,6 +110,36 @@ def make_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         return from_dict(raw, tmp_path / "bake.toml")
 
     return make
+
+
+class ShiftClock:
+    """The shift stage's time, made up: sleeping advances it at once. `on_sleep(seconds)`, when
+    set, runs at every sleep (to watch the weights, or to make trouble mid-shift)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self.on_sleep: Callable[[float], None] | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(seconds)
+
+
+@pytest.fixture(autouse=True)
+def shift_clock(monkeypatch: pytest.MonkeyPatch) -> ShiftClock:
+    """Every in-process shift and soak runs on made-up time."""
+    from bake.stages import shift
+
+    made_up = ShiftClock()
+    monkeypatch.setattr(shift, "sleep", made_up.sleep)
+    monkeypatch.setattr(shift, "clock", made_up.clock)
+    return made_up
 
 
 @pytest.fixture

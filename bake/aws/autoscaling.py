@@ -81,6 +81,14 @@ def set_launch_template(
     )
 
 
+def set_capacity(cloud: Cloud, name: str, capacity: tuple[int, int, int]) -> None:
+    """Give a group this (min, desired, max)."""
+    minimum, desired, maximum = capacity
+    cloud.client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName=name, MinSize=minimum, DesiredCapacity=desired, MaxSize=maximum
+    )
+
+
 def _on_version(
     name: str, launch_template_id: str, version: int | str, capacity: tuple[int, int, int]
 ) -> dict[str, Any]:

@@ -117,6 +117,7 @@ class TrafficSwitch:
 
     listener_arn: str
     rule_arn: str | None = None
+    load_balancer_arn: str = ""
 
     def describe(self) -> str:
         return f"rule {self.rule_arn}" if self.rule_arn else f"listener {self.listener_arn}"

@@ -1,21 +1,22 @@
-"""green-asg: the standby colour's Auto Scaling group, on the new launch template version, healthy.
+"""green-asg: the incoming colour's Auto Scaling group, on the new launch template version, healthy.
 
-"Green" is whichever colour is not live. An existing standby group is emptied before it takes the
-new version: changing a group's launch template does not replace running instances.
+The incoming colour is the one the rollout record names ("green" is whichever colour is not live
+when the rollout starts). An existing group is emptied before it takes the new version: changing a
+group's launch template does not replace running instances. A colour that carries any traffic is
+never emptied or moved: a resumed rollout whose incoming colour already took traffic leaves it as
+it is, and the shift checks its health before each step.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from bake import bluegreen
 from bake.aws import autoscaling, elbv2
 from bake.aws.session import Cloud
-from bake.config import ServiceConfig
 from bake.context import RunContext
 from bake.errors import StageFailed
-from bake.records import AlreadyLive, LaunchTemplateVersion, Standby
+from bake.records import AlreadyLive, LaunchTemplateVersion, RolloutPlan, Standby
 from bake.stages.base import Outcome, Stage
+from bake.stages.rollout import settle
 
 Capacity = tuple[int, int, int]
 
@@ -34,23 +35,27 @@ class GreenAsgStage(Stage):
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         if already := self.ctx.records.get(AlreadyLive):
             return Outcome.skipped(f"{already.live_color} already runs it; standby untouched")
+        plan = self.ctx.records.need(RolloutPlan, self.name)
         wanted = self.ctx.records.need(LaunchTemplateVersion, self.name)
         template_id, version = wanted.launch_template_id, wanted.launch_template_version
         state = bluegreen.describe(cloud, service)
-        capacity = sized_like(service, state.live.group)
+        color = plan.rollout.incoming
+        rollback = state.color(plan.rollout.rollback)
+        capacity = bluegreen.sized_like(service, rollback.group if rollback else None)
         desired = capacity[1]
-        color = bluegreen.other(state.live.color)
-        asg, standby = service.names(color).asg, state.standby
-        if standby and _serves(cloud, standby, template_id, version, desired):
+        asg, incoming = service.names(color).asg, state.color(color)
+        if incoming and incoming.weight:
+            return self._carrying(incoming, template_id, version)
+        if incoming and incoming.group and _serves(cloud, incoming, template_id, version, desired):
             return Outcome.skipped(
                 f"{asg} already runs version {version}, healthy",
-                Standby(color, asg, standby.target_group_arn or ""),
+                Standby(color, asg, incoming.target_group_arn or ""),
             )
-        target_group_arn = self._target_group(state, service.names(color).target_group)
-        if standby is None:
-            self._create(state, color, target_group_arn, (template_id, version, capacity))
+        target_group_arn = self._target_group(rollback, service.names(color).target_group)
+        if incoming is None or incoming.group is None:
+            self._create(rollback, color, target_group_arn, (template_id, version, capacity))
         else:
-            self._replace(standby, target_group_arn, (template_id, str(version), capacity))
+            self._replace(incoming, target_group_arn, (template_id, str(version), capacity))
         self.ctx.console.line(
             f"    {asg}: waiting up to {service.health_timeout}s for "
             f"{desired} healthy instances on version {version}"
@@ -69,35 +74,55 @@ class GreenAsgStage(Stage):
             Standby(color, asg, target_group_arn),
         )
 
-    def _target_group(self, state: bluegreen.ServiceState, name: str) -> str:
-        """The standby target group's ARN, created like the live one when missing."""
+    def _carrying(self, incoming: bluegreen.ColorState, template_id: str, version: int) -> Outcome:
+        """A resumed rollout's incoming colour that already carries traffic is left as it is."""
+        on_version = (
+            incoming.launch_template_id == template_id
+            and incoming.launch_template_version == version
+        )
+        if not on_version or not incoming.target_group_arn:
+            raise StageFailed(
+                self.name,
+                f"{incoming.asg} carries {incoming.weight}% of the traffic but runs launch "
+                f"template version {incoming.launch_template_version}, not {version}; refusing "
+                "to move it",
+                hint=f"send the traffic back with bake rollback {self.ctx.require_service().name}",
+            )
+        return Outcome.skipped(
+            f"{incoming.asg} already runs version {version} and carries {incoming.weight}% of "
+            "the traffic; left as it is",
+            Standby(incoming.color, incoming.asg or "", incoming.target_group_arn),
+        )
+
+    def _target_group(self, rollback: bluegreen.ColorState | None, name: str) -> str:
+        """The incoming target group's ARN, created like the rollback colour's when missing."""
         cloud = self.ctx.target.cloud
         found = elbv2.find_target_group(cloud, name)
         if found:
             return found["TargetGroupArn"]
-        if state.live.target_group_info is None:
+        if rollback is None or rollback.target_group_info is None:
             raise StageFailed(self.name, f"no target group '{name}', and none live to mirror")
-        arn = elbv2.mirror_target_group(cloud, name, state.live.target_group_info)["TargetGroupArn"]
+        arn = elbv2.mirror_target_group(cloud, name, rollback.target_group_info)["TargetGroupArn"]
         self.ctx.record_resource("target-group", arn)
         return arn
 
     def _create(
         self,
-        state: bluegreen.ServiceState,
+        rollback: bluegreen.ColorState | None,
         color: str,
         target_group_arn: str,
         new: tuple[str, int, Capacity],
     ) -> None:
-        """Create the standby group like the live one (subnets, health checks, tags)."""
+        """Create the incoming group like the live one (subnets, health checks, tags)."""
         service = self.ctx.require_service()
         asg = service.names(color).asg
-        if state.live.group is None:
+        if rollback is None or rollback.group is None:
             raise StageFailed(self.name, f"no live Auto Scaling group to mirror as {asg}")
         template_id, version, capacity = new
         autoscaling.create_like(
             self.ctx.target.cloud,
             asg,
-            state.live.group,
+            rollback.group,
             launch_template_id=template_id,
             launch_template_version=version,
             capacity=capacity,
@@ -129,7 +154,9 @@ class GreenAsgStage(Stage):
             raise StageFailed(self.name, f"the instances of {asg} did not terminate in {timeout}s")
 
     def undo(self) -> None:
-        """Delete the group this stage created, or put the standby back as it was."""
+        """Delete the group this stage created, or put the standby back as it was; the rollout
+        then ended before any traffic moved."""
+        changed = bool(self._created_asg or self._previous)
         if self._created_asg:
             autoscaling.delete_group(self.ctx.target.cloud, self._created_asg)
             self.ctx.console.line(f"    deleted {self._created_asg}")
@@ -138,19 +165,9 @@ class GreenAsgStage(Stage):
             self._move(asg, template_id, version, capacity)
             self.ctx.console.line(f"    {asg} back on version {version}, capacity {capacity}")
         self._created_asg = self._previous = None
-
-
-def sized_like(service: ServiceConfig, live: dict[str, Any] | None) -> Capacity:
-    """The incoming colour's (min, desired, max): the service's, raised to what the live group
-    runs now, so that an autoscaled service is never halved by a swap."""
-    wanted = service.capacity
-    if live is None:
-        return wanted.min, wanted.desired, wanted.max
-    return (
-        max(wanted.min, live["MinSize"]),
-        max(wanted.desired, live["DesiredCapacity"]),
-        max(wanted.max, live["MaxSize"]),
-    )
+        plan = self.ctx.records.get(RolloutPlan)
+        if changed and plan:
+            settle(self.ctx, plan.rollout, "failed", "the incoming colour did not become healthy")
 
 
 def _serves(

@@ -4,7 +4,7 @@ disk and seeds the blue environment) and check, changing nothing, what later sta
 from __future__ import annotations
 
 from bake import bluegreen
-from bake.aws import images
+from bake.aws import alarms, images
 from bake.errors import BakeError, InputError
 from bake.records import VerifiedAmi
 from bake.stages.base import Outcome, Stage
@@ -23,6 +23,12 @@ class Prepare(Stage):
         except BakeError as exc:
             raise InputError(exc.message, hint=exc.hint) from None
         detail = f"{ctx.service.name}: {state.live.color} is live on {state.live.ami}"
+        if missing := alarms.missing(ctx.target.cloud, ctx.service.alarms):
+            raise InputError(
+                f"service {ctx.service.name}: no CloudWatch alarm named "
+                f"{', '.join(repr(name) for name in missing)} in {ctx.target.cloud.region}",
+                hint="create the alarm first, or remove it from the service's alarms",
+            )
         if ctx.command == "swap":
             return Outcome.done(detail, VerifiedAmi(self._verified_ami()))
         return Outcome.done(detail)

@@ -1,21 +1,24 @@
-"""rollback: send the service's traffic back to its standby colour, which is still running."""
+"""rollback: send the service's traffic back to the colour that ran the previously live AMI."""
 
 from __future__ import annotations
 
 from bake import bluegreen
 from bake.records import Traffic
 from bake.stages.base import Outcome, Stage
+from bake.stages.rollout import settle
 
 
 class Rollback(Stage):
     name = "rollback"
 
     def run(self) -> Outcome:
-        service = self.ctx.require_service()
-        state = bluegreen.rollback(
-            self.ctx.target.cloud, service, lambda text: self.ctx.console.line(f"    {text}")
+        service, cloud = self.ctx.require_service(), self.ctx.target.cloud
+        rollout = bluegreen.describe(cloud, service).rollout
+        color, state = bluegreen.rollback(
+            cloud, service, lambda text: self.ctx.console.line(f"    {text}")
         )
-        return Outcome.done(
-            f"{state.live.color} is live again on {state.live.ami}",
-            Traffic(state.live.color, state.live.ami),
-        )
+        if rollout and rollout.state in ("rolling", "live"):
+            settle(self.ctx, rollout, "rolled-back", f"bake rollback (run {self.ctx.run_id})")
+        live = state.color(color)
+        ami = live.ami if live else None
+        return Outcome.done(f"{color} is live again on {ami}", Traffic(color, ami))

@@ -6,11 +6,13 @@ import pytest
 
 from bake import bluegreen
 from bake.aws import elbv2
-from bake.errors import BakeError
+from bake.errors import BakeError, InputError
 from bake.local.seed import ensure_seeded
-from bake.records import Standby, VerifiedAmi
+from bake.records import VerifiedAmi
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.rollback import Rollback
+from bake.stages.rollout import RolloutStage
 from bake.stages.shift import ShiftStage
 
 COLOR_KEYS = {
@@ -38,6 +40,7 @@ def with_green(seeded, register_ami, make_context, run_stage):
     """Blue live, green standby on a new AMI (no traffic moved); gives the new AMI."""
     ami = register_ami("goldenbake-base-2")
     ctx = make_context(records=(VerifiedAmi(ami),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     return ami
@@ -69,14 +72,23 @@ def test_describe_a_freshly_seeded_service(seeded, config, base_ami):
             "healthy": 2,
         },
         "standby": None,
+        "rollout": None,
     }
 
 
 def test_describe_gives_the_standby_with_the_same_keys(with_green, seeded, config, base_ami):
     state = bluegreen.describe(seeded, config.service("demo")).to_dict()
 
-    assert set(state) == {"service", "live", "standby"}
+    assert set(state) == {"service", "live", "standby", "rollout"}
     assert set(state["live"]) == set(state["standby"]) == COLOR_KEYS
+    assert state["rollout"] == {
+        **state["rollout"],
+        "state": "rolling",
+        "incoming": "green",
+        "ami": with_green,
+        "rollback": "blue",
+        "rollback_ami": base_ami,
+    }
     assert (state["live"]["color"], state["live"]["ami"]) == ("blue", base_ami)
     assert state["standby"] == {
         **state["standby"],
@@ -131,27 +143,30 @@ def test_describe_without_the_listener_port_names_it(seeded, make_config):
         bluegreen.describe(seeded, service)
 
 
-def test_rollback_sends_all_traffic_back_to_the_standby(
+def test_rollback_sends_all_traffic_back_and_refuses_to_roll_forward_after(
     with_green, seeded, config, make_context, run_stage, base_ami
 ):
     service = config.service("demo")
-    ctx = make_context(records=(Standby("green", "demo-green", ""),))
-    run_stage(ShiftStage, ctx)
-    lines = []
+    ctx = make_context(records=(VerifiedAmi(with_green),))
+    for stage in (RolloutStage, LaunchTemplateStage, GreenAsgStage, ShiftStage):
+        run_stage(stage, ctx)
+    assert bluegreen.describe(seeded, service).live.color == "green"
+    rollback_ctx = make_context(command="rollback")
 
-    state = bluegreen.rollback(seeded, service, lines.append)
+    outcome = run_stage(Rollback, rollback_ctx)
 
+    state = bluegreen.describe(seeded, service)
+    assert outcome.detail == f"blue is live again on {base_ami}"
     assert (state.live.color, state.live.weight, state.live.ami) == ("blue", 100, base_ami)
     assert (state.standby.color, state.standby.weight, state.standby.ami) == (
         "green",
         0,
         with_green,
     )
-    assert bluegreen.describe(seeded, service).to_dict() == state.to_dict()
-    assert len(lines) == 1
-    assert "blue" in lines[0]
-    again = bluegreen.rollback(seeded, service, lines.append)
-    assert again.live.color == "green"
+    assert state.rollout.state == "rolled-back"
+    with pytest.raises(InputError, match="would roll forward"):
+        run_stage(Rollback, make_context(command="rollback"))
+    assert bluegreen.describe(seeded, service).live.color == "blue"
 
 
 def test_rollback_refuses_without_a_standby(seeded, config):
@@ -163,14 +178,17 @@ def test_rollback_refuses_without_a_standby(seeded, config):
     assert bluegreen.describe(seeded, service).live.weight == 100
 
 
-def test_rollback_refuses_a_standby_with_no_healthy_instances(
-    with_green, seeded, config, target_health
+def test_rollback_refuses_a_colour_with_no_healthy_instances(
+    with_green, seeded, config, make_context, run_stage, target_health
 ):
     service = config.service("demo")
-    target_health.fail("demo-green")
+    ctx = make_context(records=(VerifiedAmi(with_green),))
+    for stage in (RolloutStage, LaunchTemplateStage, GreenAsgStage, ShiftStage):
+        run_stage(stage, ctx)
+    target_health.fail("demo-blue")
 
-    with pytest.raises(BakeError, match="refusing to roll back to green: it has no healthy"):
+    with pytest.raises(BakeError, match="refusing to roll back to blue: it is not healthy"):
         bluegreen.rollback(seeded, service, lambda line: None)
 
     state = bluegreen.describe(seeded, service)
-    assert (state.live.color, state.live.weight) == ("blue", 100)
+    assert (state.live.color, state.live.weight) == ("green", 100)

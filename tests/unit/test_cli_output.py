@@ -82,7 +82,8 @@ def test_status_json_has_the_documented_keys(project: Path, capsys) -> None:
     code, out, _ = bake(capsys, "status", "demo", "--json")
     status = json.loads(out)
     assert code == 0
-    assert set(status) == {"service", "live", "standby", "image"}
+    assert set(status) == {"service", "live", "standby", "rollout", "image"}
+    assert status["rollout"] is None
     assert set(status["live"]) == {
         "color", "asg", "ami", "launch_template_version", "target_group", "target_group_arn",
         "weight", "desired", "in_service", "healthy",

@@ -11,6 +11,7 @@ from bake.local.seed import ensure_seeded
 from bake.records import VerifiedAmi
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.rollout import RolloutStage
 
 
 @pytest.fixture
@@ -21,6 +22,7 @@ def seeded(cloud, config, base_ami):
 
 def _green(make_context, run_stage, register_ami):
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     return autoscaling.find_group(ctx.target.cloud, "demo-green")

@@ -88,11 +88,18 @@ def test_the_order_of_stages_is_data() -> None:
         "build",
         "verify",
         "register",
+        "rollout",
         "launch-template",
         "green-asg",
         "shift",
     ]
-    assert pipeline.SEQUENCES["swap"] == ["prepare", "launch-template", "green-asg", "shift"]
+    assert pipeline.SEQUENCES["swap"] == [
+        "prepare",
+        "rollout",
+        "launch-template",
+        "green-asg",
+        "shift",
+    ]
     for names in pipeline.SEQUENCES.values():
         assert all(name in pipeline.STAGES for name in names)
         if "render" in names and "prepare" in names:

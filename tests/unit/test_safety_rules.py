@@ -14,10 +14,11 @@ from bake.bluegreen import Health
 from bake.errors import BakeError, InputError, StageFailed
 from bake.history import History
 from bake.local.seed import ensure_seeded
-from bake.records import Built, LaunchTemplateVersion, RunOptions, VerifiedAmi
+from bake.records import Built, LaunchTemplateVersion, RolloutPlan, RunOptions, VerifiedAmi
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
 from bake.stages.prepare import Prepare
+from bake.stages.rollout import RolloutStage
 from bake.stages.verify import read_junit
 
 
@@ -152,10 +153,16 @@ def test_a_standby_on_the_version_but_unhealthy_is_not_taken_as_done(
     seeded, register_ami, make_context, run_stage, target_health
 ) -> None:
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     target_health.fail("demo-green")
-    again = make_context(records=(ctx.records.need(LaunchTemplateVersion, "test"),))
+    again = make_context(
+        records=(
+            ctx.records.need(RolloutPlan, "test"),
+            ctx.records.need(LaunchTemplateVersion, "test"),
+        )
+    )
 
     with pytest.raises(StageFailed, match="demo-green is not healthy"):
         GreenAsgStage(again).run()
@@ -321,6 +328,7 @@ def test_waiting_for_health_waits_for_targets_that_start_slowly(
     seeded, config, register_ami, make_context, run_stage, target_health
 ) -> None:
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     green = bluegreen.describe(seeded, config.service("demo")).standby

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from bake import bluegreen
 from bake.local.seed import ensure_seeded
-from bake.records import VerifiedAmi
-from bake.stages import shift
+from bake.records import RolloutPlan, VerifiedAmi
+from bake.rollouts import Rollout
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.rollout import RolloutStage
 from bake.stages.shift import ShiftStage
 
 rising_to_100 = st.lists(st.integers(min_value=1, max_value=99), max_size=4, unique=True).map(
@@ -28,10 +29,11 @@ def _weights(cloud, service) -> dict[str, int]:
 
 
 def test_every_shift_step_sums_to_100_rises_and_ends_at_100(
-    cloud, config, base_ami, register_ami, make_context, run_stage, monkeypatch
+    cloud, config, base_ami, register_ami, make_context, run_stage, shift_clock
 ) -> None:
     ensure_seeded(cloud, config, base_ami)
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
 
@@ -42,8 +44,9 @@ def test_every_shift_step_sums_to_100_rises_and_ends_at_100(
         before = bluegreen.describe(cloud, service)
         incoming, outgoing = before.standby.color, before.live.color
         seen: list[dict[str, int]] = []
-        monkeypatch.setattr(shift, "sleep", lambda _seconds: seen.append(_weights(cloud, service)))
-        stage_ctx = make_context()
+        shift_clock.on_sleep = lambda _seconds: seen.append(_weights(cloud, service))
+        rollout = Rollout("run", "rolling", incoming, "ami-1", outgoing, None, "2026-11-27")
+        stage_ctx = make_context(records=(RolloutPlan(rollout, "lt-0", 1, {}),))
         stage_ctx.service = service
         run_stage(ShiftStage, stage_ctx)
         seen.append(_weights(cloud, service))

@@ -8,13 +8,21 @@ from bake import bluegreen
 from bake.aws import elbv2
 from bake.errors import StageFailed
 from bake.local.seed import ensure_seeded
-from bake.records import AlreadyLive, LaunchTemplateVersion, Standby, Traffic, VerifiedAmi
-from bake.stages import shift
+from bake.records import (
+    AlreadyLive,
+    LaunchTemplateVersion,
+    RolloutPlan,
+    Standby,
+    Traffic,
+    VerifiedAmi,
+)
+from bake.rollouts import Rollout
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
+from bake.stages.rollout import RolloutStage
 from bake.stages.shift import ShiftStage
 
-SWAP = (LaunchTemplateStage, GreenAsgStage, ShiftStage)
+SWAP = (RolloutStage, LaunchTemplateStage, GreenAsgStage, ShiftStage)
 
 
 @pytest.fixture
@@ -34,6 +42,12 @@ def swap(make_context, run_stage):
         return ctx
 
     return run
+
+
+def _plan(incoming, rollback, ami="ami-12345678"):
+    """A rollout plan as the rollout stage would hand it on."""
+    rollout = Rollout("run-1", "rolling", incoming, ami, rollback, None, "2026-01-01T00:00:00Z")
+    return RolloutPlan(rollout, "lt-0", 1, {})
 
 
 def _group(cloud, name):
@@ -89,15 +103,13 @@ def test_launch_template_copies_the_pinned_version_with_new_ami_and_imdsv2(
     )
     new_ami = register_ami("goldenbake-base-2")
     ctx = make_context(records=(VerifiedAmi(new_ami),))
+    run_stage(RolloutStage, ctx)
 
     outcome = run_stage(LaunchTemplateStage, ctx)
 
     assert outcome.status == "succeeded"
-    assert ctx.records.outputs() == {
-        "ami": new_ami,
-        "launch_template_id": template_id,
-        "launch_template_version": 4,
-    }
+    outputs = ctx.records.outputs()
+    assert (outputs["launch_template_id"], outputs["launch_template_version"]) == (template_id, 4)
     version = _version_data(seeded, 4)
     data = version["LaunchTemplateData"]
     assert data["ImageId"] == new_ami
@@ -118,8 +130,11 @@ def test_launch_template_skips_when_a_version_already_has_that_data(
     register_ami, seeded, make_context, run_stage
 ):
     new_ami = register_ami("goldenbake-base-2")
-    first = run_stage(LaunchTemplateStage, make_context(records=(VerifiedAmi(new_ami),)))
+    earlier = make_context(records=(VerifiedAmi(new_ami),))
+    run_stage(RolloutStage, earlier)
+    first = run_stage(LaunchTemplateStage, earlier)
     ctx = make_context(records=(VerifiedAmi(new_ami),))
+    run_stage(RolloutStage, ctx)
 
     second = run_stage(LaunchTemplateStage, ctx)
 
@@ -138,6 +153,7 @@ def test_launch_template_applies_the_service_instance_type(
         records=(VerifiedAmi(register_ami("goldenbake-base-2")),),
     )
 
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
 
     assert _version_data(seeded, 2)["LaunchTemplateData"]["InstanceType"] == "m6i.large"
@@ -149,6 +165,7 @@ def test_launch_template_applies_the_service_instance_type(
 def test_green_asg_creates_green_on_the_new_version(register_ami, seeded, make_context, run_stage):
     new_ami = register_ami("goldenbake-base-2")
     ctx = make_context(records=(VerifiedAmi(new_ami),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
 
     outcome = run_stage(GreenAsgStage, ctx)
@@ -196,6 +213,7 @@ def test_green_asg_skips_when_the_standby_already_serves_the_version(
 ):
     config = make_config(capacity=capacity)
     ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     made = run_stage(GreenAsgStage, ctx)
     before = set(_images(seeded, _group(seeded, "demo-green")))
@@ -261,35 +279,43 @@ def test_two_swaps_alternate_colours_and_replace_the_standby_instances(
 
 
 def test_weighted_shift_passes_through_each_step(
-    register_ami, seeded, make_config, make_context, run_stage, monkeypatch
+    register_ami, seeded, make_config, make_context, run_stage, shift_clock
 ):
     config = make_config(shift_steps=[10, 50, 100], shift_interval=7)
     ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
     seen = []
-    monkeypatch.setattr(
-        shift, "sleep", lambda seconds: seen.append((seconds, _weights(seeded, ctx.service)))
-    )
+    shift_clock.on_sleep = lambda seconds: seen.append((seconds, _weights(seeded, ctx.service)))
 
     run_stage(ShiftStage, ctx)
 
+    # each 7 s interval is watched in polls of at most 5 s
     assert seen == [
-        (7, {"green": 10, "blue": 90}),
-        (7, {"green": 50, "blue": 50}),
+        (5, {"green": 10, "blue": 90}),
+        (2, {"green": 10, "blue": 90}),
+        (5, {"green": 50, "blue": 50}),
+        (2, {"green": 50, "blue": 50}),
     ]
     assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
 
 
-def test_shift_skips_when_the_target_already_takes_all_traffic(
-    register_ami, seeded, swap, run_stage
+def test_a_rerun_shift_after_green_took_all_traffic_moves_nothing_and_only_watches(
+    register_ami, seeded, swap, run_stage, shift_clock
 ):
     ctx = swap(register_ami("goldenbake-base-2"))
+    moved = []
+    seeded.client("elbv2").meta.events.register(
+        "before-call.elastic-load-balancing-v2.ModifyListener", lambda **_: moved.append(1)
+    )
 
     again = run_stage(ShiftStage, ctx)
 
-    assert again.status == "skipped"
+    assert again.status == "succeeded"
+    assert moved == []
     assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
+    assert bluegreen.describe(seeded, ctx.service).rollout.state == "live"
 
 
 # failures
@@ -300,6 +326,7 @@ def test_unhealthy_new_green_fails_and_undo_deletes_it(
 ):
     target_health.fail("demo-green", "Health checks failed with these codes: [502]")
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     stage = GreenAsgStage(ctx)
 
@@ -328,6 +355,7 @@ def test_unhealthy_existing_standby_fails_and_undo_restores_it(
     swap(register_ami("goldenbake-base-3"))  # blue live again, green standby on v2
     target_health.fail("demo-green")
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-4")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     stage = GreenAsgStage(ctx)
 
@@ -345,16 +373,17 @@ def test_unhealthy_existing_standby_fails_and_undo_restores_it(
 
 
 def test_green_turning_unhealthy_mid_shift_fails_and_undo_returns_traffic(
-    register_ami, seeded, make_config, make_context, run_stage, target_health, monkeypatch
+    register_ami, seeded, make_config, make_context, run_stage, target_health, shift_clock
 ):
     config = make_config(shift_steps=[10, 50, 100])
     ctx = make_context(config=config, records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
-    monkeypatch.setattr(shift, "sleep", lambda seconds: target_health.fail("demo-green"))
+    shift_clock.on_sleep = lambda seconds: target_health.fail("demo-green")
     stage = ShiftStage(ctx)
 
-    with pytest.raises(StageFailed, match="green became unhealthy during the shift"):
+    with pytest.raises(StageFailed, match="green became unhealthy"):
         stage.run()
     assert _weights(seeded, ctx.service) == {"green": 10, "blue": 90}
     stage.undo()
@@ -399,24 +428,30 @@ def _set_weights(cloud, service, weights: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("green", "blue", "skipped"),
-    [(100, 0, True), (100, 50, False), (50, 0, False), (0, 100, False)],
+    ("green", "blue", "done"),
+    [(100, 0, True), (100, 50, False), (50, 0, True), (0, 100, False)],
 )
-def test_shift_is_done_only_when_green_has_all_and_blue_none(
-    register_ami, seeded, swap, run_stage, make_context, green, blue, skipped
+def test_shift_is_done_only_when_green_has_all_the_traffic_and_blue_none(
+    register_ami, seeded, swap, run_stage, make_context, green, blue, done
 ) -> None:
     ctx = swap(register_ami("goldenbake-base-2"))
     _set_weights(seeded, ctx.service, {"green": green, "blue": blue})
-    again = make_context(records=(ctx.records.need(Standby, "test"),))
-    outcome = run_stage(ShiftStage, again)
-    assert (outcome.status == "skipped") is skipped
-    assert _weights(seeded, ctx.service) == {"green": 100, "blue": 0}
+    moved = []
+    seeded.client("elbv2").meta.events.register(
+        "before-call.elastic-load-balancing-v2.ModifyListener", lambda **_: moved.append(1)
+    )
+    again = make_context(records=(ctx.records.need(RolloutPlan, "test"),))
+    run_stage(ShiftStage, again)
+    assert (moved == []) is done
+    weights = _weights(seeded, ctx.service)
+    assert weights["green"] > 0
+    assert weights["blue"] == 0
 
 
 def test_shift_to_a_colour_without_a_group_fails_and_moves_nothing(
     seeded, make_context, run_stage
 ) -> None:
-    ctx = make_context(records=(Standby("green", "demo-green", ""),))
+    ctx = make_context(records=(_plan("green", "blue"),))
     with pytest.raises(StageFailed, match="green has no Auto Scaling group or target group"):
         run_stage(ShiftStage, ctx)
     assert _weights(seeded, ctx.service) == {"blue": 100}
@@ -453,6 +488,7 @@ def test_launch_template_starts_from_the_live_version_or_else_the_default(
             AutoScalingGroupName="demo-blue", ForceDelete=True
         )
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-2")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     created = ctx.records.need(LaunchTemplateVersion, "test").launch_template_version
     assert pinned["InstanceType"] == "t3.micro"
@@ -472,6 +508,7 @@ def test_an_undone_standby_is_pinned_to_the_number_it_ran_never_an_alias(
     )
     target_health.fail("demo-green")
     ctx = make_context(records=(VerifiedAmi(register_ami("goldenbake-base-4")),))
+    run_stage(RolloutStage, ctx)
     run_stage(LaunchTemplateStage, ctx)
     stage = GreenAsgStage(ctx)
     with pytest.raises(StageFailed, match="demo-green is not healthy"):
@@ -487,6 +524,7 @@ def test_a_live_colour_with_all_traffic_and_no_other_group_is_left_as_it_is(
     seeded.client("autoscaling").delete_auto_scaling_group(
         AutoScalingGroupName="demo-blue", ForceDelete=True
     )
-    again = run_stage(ShiftStage, make_context(records=(ctx.records.need(Standby, "test"),)))
-    assert again.status == "skipped"
+    plan = ctx.records.need(RolloutPlan, "test")
+    again = run_stage(ShiftStage, make_context(records=(plan,)))
+    assert again.status == "succeeded"
     assert _weights(seeded, ctx.service) == {"green": 100}

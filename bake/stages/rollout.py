@@ -1,0 +1,99 @@
+"""rollout: decide the swap once, or resume the one the load balancer records, and record it
+before anything changes.
+
+Which colour takes the AMI and which stays as the rollback target is decided here only
+(`bluegreen.decide`); later stages, and a rerun after a crash, follow the record.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from bake import bluegreen, rollouts
+from bake.aws import launch_templates
+from bake.context import RunContext
+from bake.errors import StageFailed
+from bake.history import now
+from bake.records import AlreadyLive, RolloutPlan, VerifiedAmi
+from bake.rollouts import Rollout
+from bake.stages.base import Outcome, Stage
+
+
+def new_version_data(source: dict[str, Any], ami: str, instance_type: str | None) -> dict[str, Any]:
+    """The live version's complete data with the new AMI, IMDSv2 required and a `bake:ami` tag."""
+    data = copy.deepcopy(source)
+    data["ImageId"] = ami
+    data["MetadataOptions"] = {
+        "HttpEndpoint": "enabled",
+        **data.get("MetadataOptions", {}),
+        "HttpTokens": "required",
+    }
+    if instance_type:
+        data["InstanceType"] = instance_type
+    return launch_templates.with_tag(data, "bake:ami", ami)
+
+
+class RolloutStage(Stage):
+    """Decide (or resume) the rollout, and write it down where any runner finds it."""
+
+    name = "rollout"
+
+    def run(self) -> Outcome:
+        service, cloud = self.ctx.require_service(), self.ctx.target.cloud
+        ami = self.ctx.records.need(VerifiedAmi, self.name).ami
+        state = bluegreen.describe(cloud, service)
+        decision = bluegreen.decide(state, ami)
+        rollback = state.color(decision.rollback)
+        template_id, source_version = self._source(rollback)
+        source = launch_templates.version(cloud, template_id, source_version)
+        data = new_version_data(source["LaunchTemplateData"], ami, service.instance_type)
+        if (
+            rollback
+            and rollback.group
+            and launch_templates.same_data(data, source["LaunchTemplateData"])
+        ):
+            return Outcome.skipped(
+                f"already live: {rollback.color} runs version {source['VersionNumber']} with "
+                f"{ami}; the standby is untouched",
+                AlreadyLive(rollback.color, ami),
+            )
+        rollout = decision.resumes or Rollout(
+            run_id=self.ctx.run_id,
+            state="rolling",
+            incoming=decision.incoming,
+            ami=ami,
+            rollback=decision.rollback,
+            rollback_ami=rollback.ami if rollback else None,
+            started=now(),
+        )
+        if decision.resumes is None:
+            rollouts.write(cloud, state.switch.load_balancer_arn, service.name, rollout)
+        self.ctx.history.record_rollout(rollout, service.name, self.ctx.run_id)
+        self.ctx.console.line(f"    {decision.describe(ami)}")
+        return Outcome.done(
+            decision.describe(ami),
+            RolloutPlan(rollout, template_id, source_version, data),
+        )
+
+    def _source(self, rollback: bluegreen.ColorState | None) -> tuple[str, int | str]:
+        """The launch template id and version the rollback colour runs; the template's default
+        when that colour has no group."""
+        if rollback and rollback.launch_template_id and rollback.launch_template_version:
+            return rollback.launch_template_id, rollback.launch_template_version
+        service = self.ctx.require_service()
+        template = launch_templates.find(self.ctx.target.cloud, service.launch_template)
+        if template is None:
+            raise StageFailed(self.name, f"no launch template named '{service.launch_template}'")
+        return template["LaunchTemplateId"], "$Default"
+
+
+def settle(ctx: RunContext, rollout: Rollout, state: str, reason: str = "") -> Rollout:
+    """Record that the rollout is now `state` (live, rolled-back, failed), on the load balancer
+    and in history, with why when it did not go live."""
+    service = ctx.require_service()
+    switch, _ = bluegreen.find_switch(ctx.target.cloud, service)
+    ended = rollout.to(state)
+    rollouts.write(ctx.target.cloud, switch.load_balancer_arn, service.name, ended)
+    ctx.history.record_rollout(ended, service.name, ctx.run_id, reason)
+    return ended
