@@ -108,7 +108,7 @@ def test_the_policy_follows_the_config(tmp_path: Path) -> None:
     sids = [statement["Sid"] for statement in iam.policy(plain)["Statement"]]
     assert "EncryptImages" not in sids and "ReadChefPackages" not in sids
     publish = next(s for s in iam.policy(plain)["Statement"] if s["Sid"] == "PublishLatestImages")
-    assert publish["Resource"] == ["arn:aws:ssm:*:*:parameter/bake/images/base/latest"]
+    assert publish["Resource"] == ["arn:aws:ssm:us-east-1:*:parameter/bake/images/base/latest"]
     key = "arn:aws:kms:us-east-1:111122223333:key/a5a1f83b-835f-41e1-988f-94ac3c87f233"
     encrypted = config_module.load(
         write_config(tmp_path, "http://127.0.0.1:1", encrypt_boot=True, kms_key_id=key)
