@@ -460,6 +460,16 @@ def policy(config: Config) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def describe(statement: dict[str, Any]) -> str:
+    """One line for a statement: its actions, where, and on what condition."""
+    resources = statement["Resource"]
+    where = resources if isinstance(resources, str) else ", ".join(resources)
+    keys = [key for pairs in statement.get("Condition", {}).values() for key in pairs]
+    when = f" (conditions on {', '.join(keys)})" if keys else ""
+    count = len(statement["Action"])
+    return f"{statement['Sid']}: {count} action{'s' * (count != 1)} on {where}{when}"
+
+
 def actions(document: dict[str, Any]) -> set[str]:
     """Every action a policy document allows."""
     return {action for statement in document["Statement"] for action in statement["Action"]}
