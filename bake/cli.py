@@ -258,10 +258,7 @@ def iam_policy(app: App) -> None:
     from bake import iam
 
     document = iam.policy(app.config)
-    human = "\n".join(
-        f"{statement['Sid']}: {len(statement['Action'])} actions on {statement['Resource']}"
-        for statement in document["Statement"]
-    )
+    human = "\n".join(iam.describe(statement) for statement in document["Statement"])
     emit(app, document, human + "\n\n(use --json for the policy document)")
 
 

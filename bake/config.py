@@ -209,6 +209,9 @@ class ServiceConfig(Model):
     capacity: Annotated[Capacity, BeforeValidator(_parse_capacity)]
     instance_type: str | None = None
     instance_profile: str | None = None
+    # The role the instance profile holds, which `bake iam-policy` lets the pipeline pass to EC2;
+    # the profile's name when not given (the console names a role's profile after it).
+    instance_role: str | None = None
     launch_template: str = ""
     load_balancer: str = ""
     listener_port: int = Field(default=80, gt=0, lt=65536)
@@ -257,6 +260,17 @@ class ServiceConfig(Model):
                     "or give the names)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _role_of_a_profile(self) -> ServiceConfig:
+        if self.instance_role and not self.instance_profile:
+            raise ValueError("instance_role is the role of instance_profile, which is not given")
+        return self
+
+    @property
+    def role(self) -> str | None:
+        """The role of the service's instance profile, or None without a profile."""
+        return self.instance_role or self.instance_profile
 
     @field_validator("shift_steps")
     @classmethod

@@ -1,37 +1,41 @@
 """The least-privilege IAM policy for running the pipeline on AWS, from the config.
 
 Every action is named; no statement uses a wildcard action. The statements follow the pipeline's
-parts, so a reader can see why each permission is there. A test records every call the pipeline
-and Packer make against moto and checks this policy covers each of them.
+parts, so a reader can see why each permission is there. Only reads (Describe*, Get*, List*) are
+allowed on every resource; every change is scoped by the ARNs the config names (the load balancer,
+its listeners and rules, the colours' target groups and Auto Scaling groups, the SSM parameters,
+the lock table, the keys and buckets) or by the tags the toolkit and its Packer template set:
+`bake:run-id` on build and verification instances and their volumes, `bake:image` on AMIs and their
+snapshots. The account is not in the config, so every ARN has `*` in its account field.
+
+Tests run a whole pipeline as an IAM user holding only this policy (moto enforces its actions) and
+check every resource each call touched against these ARNs and conditions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from bake.config import Config
+from bake.aws.images import PARAMETER_PREFIX, parameter_name
+from bake.config import COLORS, Config, ServiceConfig
 
-# Packer's amazon-ebs builder: the build instance, its temporary key and group, the AMI and its
-# snapshots, copies to other regions, sharing.
-PACKER_BUILD = [
-    "ec2:AttachVolume",
-    "ec2:AuthorizeSecurityGroupIngress",
-    "ec2:CopyImage",
-    "ec2:CreateImage",
-    "ec2:CreateKeyPair",
-    "ec2:CreateSecurityGroup",
-    "ec2:CreateSnapshot",
-    "ec2:CreateTags",
-    "ec2:CreateVolume",
-    "ec2:DeleteKeyPair",
-    "ec2:DeleteSecurityGroup",
-    "ec2:DeleteSnapshot",
-    "ec2:DeleteVolume",
-    "ec2:DeregisterImage",
+# The tag every build and verification instance (and its volumes) is launched with.
+RUN_TAG = "bake:run-id"
+# The tag every AMI and snapshot the toolkit tags carries.
+IMAGE_TAG = "bake:image"
+# Names of the temporary key pairs: Packer's own, and the verification instance's.
+KEY_PAIRS = ("packer_*", "goldenbake-verify-*")
+# The tag on a service's load balancer that records its roll-out.
+ROLLOUT_TAG = "bake:rollout:{service}"
+
+# Packer's amazon-ebs builder and the verification stage: what they read.
+BUILD_READS = [
     "ec2:DescribeImageAttribute",
     "ec2:DescribeImages",
     "ec2:DescribeInstanceStatus",
     "ec2:DescribeInstances",
+    "ec2:DescribeKeyPairs",
     "ec2:DescribeRegions",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSnapshots",
@@ -39,82 +43,80 @@ PACKER_BUILD = [
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
     "ec2:DescribeVpcs",
+]
+# The temporary key pair and security group of a build or verification instance. Packer's group
+# carries no tag, so groups are scoped to the region only.
+TEMPORARY_KEY_PAIRS = ["ec2:CreateKeyPair", "ec2:DeleteKeyPair"]
+TEMPORARY_GROUPS = [
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:CreateSecurityGroup",
+    "ec2:DeleteSecurityGroup",
+]
+# What may only be done to instances and volumes launched with the run tag.
+TAGGED_INSTANCES = [
+    "ec2:AttachVolume",
+    "ec2:CreateImage",
+    "ec2:CreateSnapshot",
+    "ec2:DeleteVolume",
     "ec2:DetachVolume",
-    "ec2:ModifyImageAttribute",
     "ec2:ModifyInstanceAttribute",
-    "ec2:ModifySnapshotAttribute",
-    "ec2:RegisterImage",
-    "ec2:RunInstances",
     "ec2:StopInstances",
     "ec2:TerminateInstances",
 ]
-
-# The throwaway verification instance, and resolving bases.
-VERIFY = [
-    "ec2:AuthorizeSecurityGroupIngress",
-    "ec2:CreateKeyPair",
-    "ec2:CreateSecurityGroup",
-    "ec2:CreateTags",
-    "ec2:DeleteKeyPair",
-    "ec2:DeleteSecurityGroup",
-    "ec2:DescribeImages",
-    "ec2:DescribeInstances",
-    "ec2:DescribeKeyPairs",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSubnets",
-    "ec2:DescribeVpcs",
-    "ec2:RunInstances",
-    "ec2:TerminateInstances",
+# AMIs and snapshots: made, encrypted, copied, shared, and deregistered (Packer's intermediate
+# unencrypted AMI carries no tag, so AMIs are scoped to the build and copy regions).
+IMAGES = [
+    "ec2:CopyImage",
+    "ec2:CreateImage",
+    "ec2:CreateSnapshot",
+    "ec2:DeleteSnapshot",
+    "ec2:DeregisterImage",
+    "ec2:ModifyImageAttribute",
+    "ec2:ModifySnapshotAttribute",
+    "ec2:RegisterImage",
 ]
+# The requests whose tags are given as the resource is created (the `ec2:CreateAction` condition).
+TAG_ON_CREATE = ["CreateKeyPair", "CreateSecurityGroup", "RunInstances"]
 
-# Lineage tags and the published parameter; bases named by SSM parameters (public ones included).
-REGISTER = ["ec2:CreateTags", "ec2:DescribeImages", "ssm:GetParameter"]
-PUBLISH = ["ssm:GetParameter", "ssm:PutParameter"]
-
-# The blue/green swap: launch template versions, the standby group, the listener's weights.
-ROLL_OUT = [
-    "autoscaling:AttachLoadBalancerTargetGroups",
-    "autoscaling:CreateAutoScalingGroup",
-    "autoscaling:CreateOrUpdateTags",
-    "autoscaling:DeleteAutoScalingGroup",
+# The blue/green swap: reads, launch template versions, the colours' groups, the traffic.
+ROLL_OUT_READS = [
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
     "autoscaling:DescribeLoadBalancerTargetGroups",
     "autoscaling:DescribePolicies",
-    "autoscaling:PutLifecycleHook",
-    "autoscaling:PutScalingPolicy",
-    "autoscaling:SetDesiredCapacity",
-    "autoscaling:UpdateAutoScalingGroup",
-    "ec2:CreateLaunchTemplateVersion",
-    "ec2:CreateTags",
-    "ec2:DeleteLaunchTemplateVersions",
+    "cloudwatch:DescribeAlarms",
     "ec2:DescribeImages",
     "ec2:DescribeInstances",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:DescribeLaunchTemplates",
-    "ec2:RunInstances",
-    "elasticloadbalancing:CreateTargetGroup",
     "elasticloadbalancing:DescribeListeners",
     "elasticloadbalancing:DescribeLoadBalancers",
     "elasticloadbalancing:DescribeRules",
     "elasticloadbalancing:DescribeTags",
     "elasticloadbalancing:DescribeTargetGroups",
     "elasticloadbalancing:DescribeTargetHealth",
-    "elasticloadbalancing:ModifyListener",
-    "elasticloadbalancing:ModifyRule",
-    "elasticloadbalancing:AddTags",
 ]
+LAUNCH_TEMPLATE_VERSIONS = ["ec2:CreateLaunchTemplateVersion", "ec2:DeleteLaunchTemplateVersions"]
+GROUPS = [
+    "autoscaling:AttachLoadBalancerTargetGroups",
+    "autoscaling:CreateAutoScalingGroup",
+    "autoscaling:CreateOrUpdateTags",
+    "autoscaling:DeleteAutoScalingGroup",
+    "autoscaling:PutLifecycleHook",
+    "autoscaling:PutScalingPolicy",
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:UpdateAutoScalingGroup",
+]
+ROLLOUT_RECORD = ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"]
 
-# `bake retire`: old AMIs and their snapshots, never one a launch template in use references.
-RETIRE = [
+# `bake retire`: which AMIs a launch template or configuration in use references. Deregistering
+# AMIs and deleting their snapshots is in IMAGES.
+RETIRE_READS = [
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeLaunchConfigurations",
-    "ec2:DeleteSnapshot",
-    "ec2:DeregisterImage",
     "ec2:DescribeImages",
     "ec2:DescribeLaunchTemplateVersions",
-    "ssm:GetParameter",
 ]
 
 DOCTOR = ["sts:GetCallerIdentity"]
@@ -138,6 +140,45 @@ KMS = [
 ]
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Where the pipeline works, for building ARNs: the partition, the region of the services and
+    builds, and every region an AMI is made in (the build region and the copy regions)."""
+
+    partition: str
+    region: str
+    image_regions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, config: Config) -> Scope:
+        region = config.aws.region
+        copies = {copy for image in config.images.values() for copy in image.aws.ami_regions}
+        return cls(_partition(region), region, (region, *sorted(copies - {region})))
+
+    def arn(self, service: str, resource: str, *, region: str | None = None) -> str:
+        """An ARN in this scope's region (or `region`) of any account."""
+        return f"arn:{self.partition}:{service}:{region or self.region}:*:{resource}"
+
+    def ec2(self, *resources: str) -> list[str]:
+        return [self.arn("ec2", resource) for resource in resources]
+
+    def images(self) -> list[str]:
+        """AMIs and snapshots in every image region; their ARNs name no account."""
+        return [
+            f"arn:{self.partition}:ec2:{region}::{kind}/*"
+            for region in self.image_regions
+            for kind in ("image", "snapshot")
+        ]
+
+
+def _partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
 def _statement(
     sid: str,
     actions: list[str],
@@ -155,56 +196,232 @@ def _statement(
     return statement
 
 
-def _kms_keys(config: Config) -> list[str]:
-    keys = set()
-    for image in config.images.values():
-        if image.aws.kms_key_id:
-            keys.add(image.aws.kms_key_id)
-        keys.update(image.aws.region_kms_key_ids.values())
-    return sorted(keys)
+def _tagged(context: str, key: str) -> dict[str, Any]:
+    """The condition that the request (or the resource) carries the tag `key`."""
+    return {"Null": {f"aws:{context}/{key}": "false"}}
 
 
-def policy(config: Config) -> dict[str, Any]:
-    """The policy document for the images and services in `config`."""
-    images = sorted(config.images)
-    statements = [
-        _statement("BuildImagesWithPacker", PACKER_BUILD),
-        _statement("VerifyOnThrowawayInstances", VERIFY),
-        _statement("ReadBasesAndTagImages", REGISTER),
+def build_and_verify(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """Packer's amazon-ebs builder and the throwaway verification instance: each instance with
+    its temporary key pair and security group; the AMI and its snapshots, copies, sharing, and
+    deregistering (Packer's intermediate AMI, and old AMIs that `bake retire` removes)."""
+    sid = "BuildImagesWithPacker"
+    key_pairs = scope.ec2(*(f"key-pair/{name}" for name in KEY_PAIRS))
+    return [
+        _statement(sid, BUILD_READS),
+        # RunInstances: the instance and its volumes must carry the run tag; the AMI, subnet,
+        # group and network interface it uses may be any in the region.
+        _statement(
+            f"{sid}LaunchTaggedInstances",
+            ["ec2:RunInstances"],
+            scope.ec2("instance/*", "volume/*"),
+            _tagged("RequestTag", RUN_TAG),
+        ),
+        _statement(
+            f"{sid}LaunchFrom",
+            ["ec2:RunInstances"],
+            [
+                *scope.ec2("subnet/*", "security-group/*", "network-interface/*"),
+                *key_pairs,
+                f"arn:{scope.partition}:ec2:{scope.region}::image/*",
+            ],
+        ),
+        _tag_on_create(f"{sid}TagOnCreate", scope),
+        _statement(
+            f"{sid}TemporaryAccess",
+            [*TEMPORARY_KEY_PAIRS, *TEMPORARY_GROUPS],
+            # CreateSecurityGroup also names the VPC the group is made in.
+            [*key_pairs, *scope.ec2("security-group/*", "vpc/*")],
+        ),
+        _statement(
+            f"{sid}OnTaggedInstances",
+            TAGGED_INSTANCES,
+            scope.ec2("instance/*", "volume/*"),
+            _tagged("ResourceTag", RUN_TAG),
+        ),
+        _statement(f"{sid}Images", IMAGES, scope.images()),
+        _statement(
+            "TagImagesWithTheirLineage",
+            ["ec2:CreateTags"],
+            scope.images(),
+            {"StringEquals": {f"aws:RequestTag/{IMAGE_TAG}": sorted(config.images)}},
+        ),
+    ]
+
+
+def _tag_on_create(sid: str, scope: Scope) -> dict[str, Any]:
+    """Tags given in the request that creates an instance, volume, key pair or group."""
+    return _statement(
+        sid,
+        ["ec2:CreateTags"],
+        scope.ec2("instance/*", "volume/*", "key-pair/*", "security-group/*"),
+        {"StringEquals": {"ec2:CreateAction": TAG_ON_CREATE}},
+    )
+
+
+def bases_and_publishing(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """Bases named by SSM parameters (public ones included) and the images' published
+    parameters, which `image:` bases, retire and swap read."""
+    bases = sorted(
+        {
+            spec.value.lstrip("/")
+            for image in config.images.values()
+            if (spec := image.base_for("aws")).kind == "ssm"
+        }
+    )
+    published = sorted(parameter_name(name).lstrip("/") for name in config.images)
+    return [
+        _statement(
+            "ReadBasesAndPublishedImages",
+            ["ssm:GetParameter"],
+            [
+                *(scope.arn("ssm", f"parameter/{name}") for name in bases),
+                scope.arn("ssm", f"parameter{PARAMETER_PREFIX}*"),
+            ],
+        ),
         _statement(
             "PublishLatestImages",
-            PUBLISH,
-            [f"arn:aws:ssm:*:*:parameter/bake/images/{name}/latest" for name in images],
+            ["ssm:PutParameter"],
+            [scope.arn("ssm", f"parameter/{name}") for name in published],
         ),
-        _statement("RollOutBlueGreen", ROLL_OUT),
-        _statement("RetireOldImages", RETIRE),
-        _statement("CheckCredentials", DOCTOR),
+    ]
+
+
+def roll_out(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """The blue/green swap: launch template versions, the colours' groups and target groups, the
+    listener's (or rule's) weights, and the roll-out record on the load balancer."""
+    services = sorted(config.services.values(), key=lambda service: service.name)
+    if not services:
+        return []
+    sid = "RollOutBlueGreen"
+    balancers = sorted({service.load_balancer for service in services})
+    elb = "elasticloadbalancing"
+    return [
+        _statement(sid, ROLL_OUT_READS),
+        _statement(
+            f"{sid}LaunchTemplates", LAUNCH_TEMPLATE_VERSIONS, scope.ec2("launch-template/*")
+        ),
+        _statement(
+            f"{sid}LaunchFromTemplates",
+            ["ec2:RunInstances"],
+            [
+                *scope.ec2(
+                    "launch-template/*",
+                    "instance/*",
+                    "volume/*",
+                    "network-interface/*",
+                    "subnet/*",
+                    "security-group/*",
+                    "key-pair/*",
+                ),
+                f"arn:{scope.partition}:ec2:{scope.region}::image/*",
+            ],
+            {"ArnLike": {"ec2:LaunchTemplate": scope.arn("ec2", "launch-template/*")}},
+        ),
+        _statement(f"{sid}Groups", GROUPS, _group_arns(scope, services)),
+        _statement(
+            f"{sid}TargetGroups",
+            [f"{elb}:CreateTargetGroup"],
+            [
+                scope.arn(elb, f"targetgroup/{service.names(color).target_group}/*")
+                for service in services
+                for color in COLORS
+            ],
+        ),
+        _statement(
+            f"{sid}Traffic",
+            [f"{elb}:ModifyListener", f"{elb}:ModifyRule"],
+            [
+                scope.arn(elb, f"{kind}/app/{name}/*")
+                for name in balancers
+                for kind in ("listener", "listener-rule")
+            ],
+        ),
+        _statement(
+            f"{sid}Record",
+            ROLLOUT_RECORD,
+            [scope.arn(elb, f"loadbalancer/app/{name}/*") for name in balancers],
+            {
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": [
+                        ROLLOUT_TAG.format(service=service.name) for service in services
+                    ]
+                }
+            },
+        ),
+    ]
+
+
+def _group_arns(scope: Scope, services: list[ServiceConfig]) -> list[str]:
+    return [
+        scope.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{service.names(c).asg}")
+        for service in services
+        for c in COLORS
+    ]
+
+
+def retire(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    return [_statement("RetireOldImages", RETIRE_READS)]
+
+
+def pass_roles(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """The roles of the services' instance profiles, passed to EC2 only."""
+    roles = sorted({role for service in config.services.values() if (role := service.role)})
+    if not roles:
+        return []
+    return [
         _statement(
             "PassInstanceRolesToEc2",
             ["iam:PassRole"],
-            "*",
+            [f"arn:{scope.partition}:iam::*:role/{role}" for role in roles],
             {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-        ),
+        )
     ]
-    keys = _kms_keys(config)
-    # EBS's AWS-managed key needs no IAM permission of the caller; customer keys do.
+
+
+def encryption(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """Customer keys of encrypted AMIs (EBS's AWS-managed key needs no IAM permission of the
+    caller): by key ARN, and keys named by an alias by that alias."""
+    keys: set[str] = set()
+    aliases: set[tuple[str, str]] = set()
+    for image in config.images.values():
+        given = [(scope.region, image.aws.kms_key_id), *image.aws.region_kms_key_ids.items()]
+        for region, key in given:
+            if key is None:
+                continue
+            if "alias/" in key:
+                aliases.add((region, "alias/" + key.split("alias/", 1)[1]))
+            elif key.startswith("arn:"):
+                keys.add(key)
+            else:
+                keys.add(scope.arn("kms", f"key/{key}", region=region))
+    statements = []
     if keys:
-        arns = [key for key in keys if key.startswith("arn:")]
+        statements.append(_statement("EncryptImages", KMS, sorted(keys)))
+    if aliases:
         statements.append(
             _statement(
-                "EncryptImages",
+                "EncryptImagesWithAliasedKeys",
                 KMS,
-                arns if arns and len(arns) == len(keys) else "*",
+                sorted({scope.arn("kms", "key/*", region=region) for region, _ in aliases}),
+                {
+                    "ForAnyValue:StringEquals": {
+                        "kms:ResourceAliases": sorted(a for _, a in aliases)
+                    }
+                },
             )
         )
-    if config.aws.lock_table:
-        statements.append(
-            _statement(
-                "HoldLeasesInTheLockTable",
-                LEASES,
-                f"arn:aws:dynamodb:{config.aws.region}:*:table/{config.aws.lock_table}",
-            )
-        )
+    return statements
+
+
+def leases(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    if not config.aws.lock_table:
+        return []
+    table = scope.arn("dynamodb", f"table/{config.aws.lock_table}")
+    return [_statement("HoldLeasesInTheLockTable", LEASES, table)]
+
+
+def chef_packages(config: Config, scope: Scope) -> list[dict[str, Any]]:
     buckets = sorted(
         {
             url.removeprefix("s3://").split("/")[0]
@@ -212,15 +429,45 @@ def policy(config: Config) -> dict[str, Any]:
             if (url := image.s3_package_url)
         }
     )
-    if buckets:
-        statements.append(
-            _statement(
-                "ReadChefPackages",
-                ["s3:GetObject"],
-                [f"arn:aws:s3:::{bucket}/*" for bucket in buckets],
-            )
-        )
+    if not buckets:
+        return []
+    resources = [f"arn:{scope.partition}:s3:::{bucket}/*" for bucket in buckets]
+    return [_statement("ReadChefPackages", ["s3:GetObject"], resources)]
+
+
+def credentials(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    return [_statement("CheckCredentials", DOCTOR)]
+
+
+# The pipeline's parts, in the order a reader meets them.
+PARTS = (
+    build_and_verify,
+    bases_and_publishing,
+    roll_out,
+    retire,
+    credentials,
+    pass_roles,
+    encryption,
+    leases,
+    chef_packages,
+)
+
+
+def policy(config: Config) -> dict[str, Any]:
+    """The policy document for the images and services in `config`."""
+    scope = Scope.of(config)
+    statements = [statement for part in PARTS for statement in part(config, scope)]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def describe(statement: dict[str, Any]) -> str:
+    """One line for a statement: its actions, where, and on what condition."""
+    resources = statement["Resource"]
+    where = resources if isinstance(resources, str) else ", ".join(resources)
+    keys = [key for pairs in statement.get("Condition", {}).values() for key in pairs]
+    when = f" (conditions on {', '.join(keys)})" if keys else ""
+    count = len(statement["Action"])
+    return f"{statement['Sid']}: {count} action{'s' * (count != 1)} on {where}{when}"
 
 
 def actions(document: dict[str, Any]) -> set[str]:

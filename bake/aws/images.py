@@ -13,11 +13,13 @@ from bake.errors import BakeError, InputError
 from bake.records import Built
 
 TAG_PREFIX = "bake:"
+# Where the SSM parameters that name each image's latest verified AMI live.
+PARAMETER_PREFIX = "/bake/images/"
 
 
 def parameter_name(image: str) -> str:
     """The SSM parameter that names an image's latest verified AMI."""
-    return f"/bake/images/{image}/latest"
+    return f"{PARAMETER_PREFIX}{image}/latest"
 
 
 def describe(cloud: Any, ami: str) -> dict[str, Any] | None:

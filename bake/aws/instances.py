@@ -51,13 +51,15 @@ def _vpc_of(cloud: Cloud, subnet_id: str | None) -> str:
     return vpcs[0]["VpcId"]
 
 
-def _tags(kind: str, spec: Throwaway, name: str) -> list[dict[str, Any]]:
+def _tags(spec: Throwaway, name: str, *kinds: str) -> list[dict[str, Any]]:
+    """Tag specifications of what a request creates. `bake iam-policy` lets instances and volumes
+    be launched, and instances be terminated, only with the run's tag."""
     tags = [
         {"Key": "Name", "Value": name},
         {"Key": "bake:run-id", "Value": spec.run_id},
         {"Key": "bake:purpose", "Value": f"verify {spec.image}"},
     ]
-    return [{"ResourceType": kind, "Tags": tags}]
+    return [{"ResourceType": kind, "Tags": tags} for kind in kinds]
 
 
 def _terminate(cloud: Cloud, instance_id: str) -> None:
@@ -90,7 +92,7 @@ def throwaway(
             "MaxCount": 1,
             "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
-            "TagSpecifications": _tags("instance", spec, name),
+            "TagSpecifications": _tags(spec, name, "instance", "volume"),
         }
         if spec.subnet_id:
             request["SubnetId"] = spec.subnet_id
@@ -114,7 +116,7 @@ def _key_pair(
     """A temporary key pair, its private key written to `key_file` (mode 0600)."""
     ec2 = cloud.client("ec2")
     key = ec2.create_key_pair(
-        KeyName=name, KeyType="ed25519", TagSpecifications=_tags("key-pair", spec, name)
+        KeyName=name, KeyType="ed25519", TagSpecifications=_tags(spec, name, "key-pair")
     )
     record("key-pair", name)
     cleanup.callback(ec2.delete_key_pair, KeyName=name)
@@ -136,7 +138,7 @@ def _security_group(
         GroupName=name,
         Description=f"goldenbake: SSH to verify {spec.image}",
         VpcId=_vpc_of(cloud, spec.subnet_id),
-        TagSpecifications=_tags("security-group", spec, name),
+        TagSpecifications=_tags(spec, name, "security-group"),
     )["GroupId"]
     record("security-group", group_id)
     cleanup.callback(ec2.delete_security_group, GroupId=group_id)

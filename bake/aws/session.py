@@ -14,7 +14,9 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "goldenbake", "aws_secret_access_key":
 
 @dataclass
 class Cloud:
-    """Clients for one account and region. `endpoint_url` is set only on the local target."""
+    """Clients for one account and region. `endpoint_url` is set on the local target, and on the aws
+    target pointed at an AWS-compatible endpoint; there the endpoint's own credentials are used
+    unless a profile is named."""
 
     region: str
     endpoint_url: str | None = None
@@ -25,7 +27,7 @@ class Cloud:
     @property
     def session(self) -> boto3.Session:
         if self._session is None:
-            if self.endpoint_url:
+            if self.endpoint_url and not self.profile:
                 self._session = boto3.Session(region_name=self.region, **LOCAL_CREDENTIALS)
             else:
                 self._session = boto3.Session(region_name=self.region, profile_name=self.profile)

@@ -61,6 +61,15 @@ health_timeout = 5
     return path
 
 
+def publish_source_ami(cloud: Any) -> str:
+    """A public AMI with an EBS root, named by BASE_PARAMETER as a distribution's parameter is."""
+    (stock, *_) = cloud.client("ec2").describe_images(
+        Owners=["amazon"], Filters=[{"Name": "root-device-type", "Values": ["ebs"]}]
+    )["Images"]
+    cloud.client("ssm").put_parameter(Name=BASE_PARAMETER, Value=stock["ImageId"], Type="String")
+    return stock["ImageId"]
+
+
 def write_junit(failures: int):
     def write(argv: list[str]) -> None:
         path = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--junitxml="))

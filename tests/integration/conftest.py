@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.aws_project import BASE_PARAMETER
+from tests.integration.aws_project import publish_source_ami
 
 
 @pytest.fixture
 def source_ami(cloud) -> str:
     """A public AMI with an EBS root, as the SSM parameter of a distribution names one."""
-    (stock, *_) = cloud.client("ec2").describe_images(
-        Owners=["amazon"], Filters=[{"Name": "root-device-type", "Values": ["ebs"]}]
-    )["Images"]
-    ami = stock["ImageId"]
-    cloud.client("ssm").put_parameter(Name=BASE_PARAMETER, Value=ami, Type="String")
-    return ami
+    return publish_source_ami(cloud)

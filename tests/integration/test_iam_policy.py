@@ -17,6 +17,7 @@ from bake import iam
 from bake.cli import main
 from bake.local import seed
 from bake.records import RunOptions
+from tests.integration import iam_requests
 from tests.integration.aws_project import make_app, write_config
 
 
@@ -108,7 +109,7 @@ def test_the_policy_follows_the_config(tmp_path: Path) -> None:
     sids = [statement["Sid"] for statement in iam.policy(plain)["Statement"]]
     assert "EncryptImages" not in sids and "ReadChefPackages" not in sids
     publish = next(s for s in iam.policy(plain)["Statement"] if s["Sid"] == "PublishLatestImages")
-    assert publish["Resource"] == ["arn:aws:ssm:*:*:parameter/bake/images/base/latest"]
+    assert publish["Resource"] == ["arn:aws:ssm:us-east-1:*:parameter/bake/images/base/latest"]
     key = "arn:aws:kms:us-east-1:111122223333:key/a5a1f83b-835f-41e1-988f-94ac3c87f233"
     encrypted = config_module.load(
         write_config(tmp_path, "http://127.0.0.1:1", encrypt_boot=True, kms_key_id=key)
@@ -133,3 +134,113 @@ def test_leases_are_allowed_on_the_lock_table_only(tmp_path: Path) -> None:
     ]
     without = iam.policy(config_module.load(write_config(tmp_path, "http://127.0.0.1:1")))
     assert "HoldLeasesInTheLockTable" not in [s["Sid"] for s in without["Statement"]]
+
+
+def scoped_project(tmp_path: Path) -> dict[str, Any]:
+    """The policy of the whole-run project with an instance profile whose role is named."""
+    from bake import config as config_module
+
+    path = write_config(tmp_path, "http://127.0.0.1:1", ami_regions=["eu-west-1"])
+    path.write_text(
+        path.read_text().replace(
+            "[services.demo]\n",
+            '[services.demo]\ninstance_profile = "demo-web"\ninstance_role = "demo-web-role"\n',
+        )
+    )
+    return iam.policy(config_module.load(path))
+
+
+def test_only_reads_are_allowed_on_every_resource(tmp_path: Path) -> None:
+    for statement in scoped_project(tmp_path)["Statement"]:
+        assert all("*" not in action for action in statement["Action"]), statement["Sid"]
+        if statement["Resource"] == "*":
+            assert all(iam_requests.READS.match(a.split(":")[1]) for a in statement["Action"])
+            assert iam_requests.SCOPED_READS.isdisjoint(statement["Action"]), statement["Sid"]
+
+
+EC2 = "arn:aws:ec2:us-east-1:123456789012"
+ELB = "arn:aws:elasticloadbalancing:us-east-1:123456789012"
+ASG = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName"
+RUN = {"aws:ResourceTag/bake:run-id": ("20261127T070000Z-abc123",)}
+PASSED_TO_EC2 = {"iam:PassedToService": ("ec2.amazonaws.com",)}
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "context", "allowed"),
+    [
+        ("ec2:TerminateInstances", f"{EC2}:instance/i-1", RUN, True),
+        ("ec2:TerminateInstances", f"{EC2}:instance/i-1", {}, False),
+        ("ec2:RunInstances", f"{EC2}:instance/*", {}, False),
+        ("ec2:RunInstances", f"{EC2}:key-pair/someone-elses", {}, False),
+        ("ec2:DeleteKeyPair", f"{EC2}:key-pair/packer_6b09", {}, True),
+        ("ec2:DeleteKeyPair", f"{EC2}:key-pair/production", {}, False),
+        ("ec2:CreateTags", f"{EC2}:instance/i-1", {}, False),
+        (
+            "ec2:CreateTags",
+            "arn:aws:ec2:eu-west-1::image/ami-1",
+            {"aws:RequestTag/bake:image": ("base",)},
+            True,
+        ),
+        (
+            "ec2:CreateTags",
+            "arn:aws:ec2:eu-west-1::image/ami-1",
+            {"aws:RequestTag/bake:image": ("other",)},
+            False,
+        ),
+        ("ec2:DeregisterImage", "arn:aws:ec2:ap-south-1::image/ami-1", {}, False),
+        ("elasticloadbalancing:ModifyListener", f"{ELB}:listener/app/demo/1/2", {}, True),
+        ("elasticloadbalancing:ModifyListener", f"{ELB}:listener/app/shop/1/2", {}, False),
+        (
+            "elasticloadbalancing:ModifyListener",
+            "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/demo/1/2",
+            {},
+            False,
+        ),
+        ("elasticloadbalancing:ModifyRule", f"{ELB}:listener-rule/app/demo/1/2/3", {}, True),
+        ("elasticloadbalancing:CreateTargetGroup", f"{ELB}:targetgroup/demo-green/*", {}, True),
+        ("elasticloadbalancing:CreateTargetGroup", f"{ELB}:targetgroup/shop-green/*", {}, False),
+        (
+            "elasticloadbalancing:AddTags",
+            f"{ELB}:loadbalancer/app/demo/1",
+            {"aws:TagKeys": ("bake:rollout:demo",)},
+            True,
+        ),
+        (
+            "elasticloadbalancing:AddTags",
+            f"{ELB}:loadbalancer/app/demo/1",
+            {"aws:TagKeys": ("owner",)},
+            False,
+        ),
+        ("autoscaling:UpdateAutoScalingGroup", f"{ASG}/demo-blue", {}, True),
+        ("autoscaling:DeleteAutoScalingGroup", f"{ASG}/shop-blue", {}, False),
+        (
+            "ssm:GetParameter",
+            "arn:aws:ssm:us-east-1::parameter/goldenbake-test/debian-12",
+            {},
+            True,
+        ),
+        ("ssm:GetParameter", "arn:aws:ssm:us-east-1:1:parameter/bake/images/web/latest", {}, True),
+        ("ssm:GetParameter", "arn:aws:ssm:us-east-1:1:parameter/prod/db-password", {}, False),
+        ("ssm:PutParameter", "arn:aws:ssm:us-east-1:1:parameter/bake/images/web/latest", {}, False),
+        ("iam:PassRole", "arn:aws:iam::1:role/demo-web-role", PASSED_TO_EC2, True),
+        ("iam:PassRole", "arn:aws:iam::1:role/demo-web", PASSED_TO_EC2, False),
+        (
+            "iam:PassRole",
+            "arn:aws:iam::1:role/demo-web-role",
+            {"iam:PassedToService": ("lambda.amazonaws.com",)},
+            False,
+        ),
+    ],
+)
+def test_changes_are_allowed_only_on_what_the_config_names(
+    tmp_path: Path, action: str, resource: str, context: dict, allowed: bool
+) -> None:
+    check = iam_requests.Check("test", action, resource, context)
+    assert iam_requests.allows(scoped_project(tmp_path), check) is allowed
+
+
+def test_without_instance_profiles_no_role_can_be_passed(tmp_path: Path) -> None:
+    from bake import config as config_module
+
+    plain = iam.policy(config_module.load(write_config(tmp_path, "http://127.0.0.1:1")))
+    assert "iam:PassRole" not in iam.actions(plain)

@@ -160,3 +160,13 @@ def test_state_dir_can_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BAKE_STATE_DIR", str(tmp_path / "elsewhere"))
     loaded = config.load(write(tmp_path, MINIMAL))
     assert config.state_dir(loaded) == tmp_path / "elsewhere"
+
+
+def test_the_role_passed_to_instances_is_the_profiles_unless_named(tmp_path: Path) -> None:
+    named = config.load(write(tmp_path, MINIMAL + 'instance_profile = "web"\n')).services["demo"]
+    assert named.role == "web"
+    text = MINIMAL + 'instance_profile = "web"\ninstance_role = "web-role"\n'
+    assert config.load(write(tmp_path, text)).services["demo"].role == "web-role"
+    assert config.load(write(tmp_path, MINIMAL)).services["demo"].role is None
+    with pytest.raises(ConfigError, match="instance_role is the role of instance_profile"):
+        config.load(write(tmp_path, MINIMAL + 'instance_role = "web-role"\n'))
