@@ -82,7 +82,10 @@ def machine_of(history: History, process: subprocess.Popen[str]) -> tuple[RunRec
         return found is not None or process.poll() is not None
 
     wait_until(started_or_ended, MACHINE_STARTS_WITHIN, 0.2)
-    assert found is not None and process.poll() is None, process.communicate()[1][-3000:]
+    if found is None or process.poll() is not None:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"no QEMU machine of bake verify ran within {MACHINE_STARTS_WITHIN}s:\n{err}")
     return found
 
 
