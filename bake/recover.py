@@ -100,6 +100,7 @@ class Recoverer:
     def _run(self, run: RunRecord, dry_run: bool) -> tuple[list[Action], list[Action]]:
         released: list[Action] = []
         left: list[Action] = []
+        done = "would be released" if dry_run else "released"
         resources = [(resource.kind, resource.id) for resource in run.resources]
         resources += [("instance", found) for found in self._tagged_instances(run.run_id)]
         resources = list(dict.fromkeys(resources))
@@ -111,11 +112,11 @@ class Recoverer:
                 continue
             why = None if dry_run else self._release(run.run_id, kind, resource_id)
             target = left if why else released
-            target.append(Action(run.run_id, kind, resource_id, why or "released"))
+            target.append(Action(run.run_id, kind, resource_id, why or done))
         for scratch in sorted((self.state.root / "work").glob(f"*-{run.run_id}")):
             if not dry_run:
                 shutil.rmtree(scratch, ignore_errors=True)
-            released.append(Action(run.run_id, "scratch", str(scratch), "released"))
+            released.append(Action(run.run_id, "scratch", str(scratch), done))
         return released, left
 
     def _tagged_instances(self, run_id: str) -> list[str]:

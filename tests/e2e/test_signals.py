@@ -129,7 +129,10 @@ def test_recover_stops_the_machine_a_killed_run_left_and_marks_it_abandoned(
 
         would = project.ok("--json", "recover", "--dry-run").json
         assert would["runs"] == [run.run_id]
-        assert ("qemu-machine", str(pid)) in {(a["kind"], a["id"]) for a in would["released"]}
+        assert {(a["kind"], a["id"], a["outcome"]) for a in would["released"]} == {
+            ("qemu-machine", str(pid), "would be released"),
+            ("scratch", str(scratch), "would be released"),
+        }
         assert running(pid) and scratch.is_dir(), "a dry run released something"
         (still,) = [found for found in history.runs(5) if found.run_id == run.run_id]
         assert still.status == "interrupted"

@@ -99,7 +99,9 @@ def test_a_dry_run_changes_nothing(cloud, state, history, base_ami) -> None:
     run_id = dead_run(history)
     left = _verification_leftovers(cloud, history, run_id, base_ami)
     recovery = Recoverer(lambda: cloud, history, state).recover(abandoned(history), dry_run=True)
-    assert ("key-pair", left["key"]) in {(a.kind, a.id) for a in recovery.released}
+    assert ("key-pair", left["key"], "would be released") in {
+        (a.kind, a.id, a.outcome) for a in recovery.released
+    }
     assert _state_of(cloud, left["instance"]) == "running"
     assert history.runs()[0].status == "interrupted"
 
