@@ -291,6 +291,14 @@ class History:
             ),
         )
 
+    def finish_running_stages(self, run_id: str, status: str, detail: str = "") -> None:
+        """End the stages of `run_id` still marked running (its process died inside them)."""
+        rows = self._read(
+            "SELECT id FROM stages WHERE run_id = ? AND status = 'running'", (run_id,)
+        )
+        for row in rows:
+            self.finish_stage(row["id"], status, detail)
+
     def record_resource(self, run_id: str, stage: str, kind: str, resource_id: str) -> None:
         self._write(
             "INSERT INTO resources (run_id, stage, kind, resource_id, created)"

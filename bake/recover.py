@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.history import History, RunRecord
 from bake.localhost import pid_alive
-from bake.polling import waiter_config
+from bake.polling import wait_until, waiter_config
 from bake.state import StateDir
 
 # What is never removed by recover, and why.
@@ -39,6 +40,9 @@ KEPT = {
     "auto-scaling-group": "a group may carry traffic; the next swap of the service finishes it",
     "target-group": "a target group may carry traffic; the next swap of the service finishes it",
 }
+
+# How long a killed QEMU machine may take to be gone before recover says it is still there.
+QEMU_STOP_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,15 @@ class Recoverer:
             released += done
             left += kept
             if not dry_run:
-                self.history.finish_run(run.run_id, "abandoned", "its process was gone; recovered")
+                why = "its process was gone; recovered"
+                self.history.finish_running_stages(run.run_id, "abandoned", why)
+                self.history.finish_run(run.run_id, "abandoned", why)
         return Recovery(tuple(run.run_id for run in runs), tuple(released), tuple(left))
 
     def _run(self, run: RunRecord, dry_run: bool) -> tuple[list[Action], list[Action]]:
         released: list[Action] = []
         left: list[Action] = []
+        done = "would be released" if dry_run else "released"
         resources = [(resource.kind, resource.id) for resource in run.resources]
         resources += [("instance", found) for found in self._tagged_instances(run.run_id)]
         resources = list(dict.fromkeys(resources))
@@ -103,13 +110,13 @@ class Recoverer:
             if kind in KEPT:
                 left.append(Action(run.run_id, kind, resource_id, KEPT[kind]))
                 continue
-            why = None if dry_run else self._release(kind, resource_id)
+            why = None if dry_run else self._release(run.run_id, kind, resource_id)
             target = left if why else released
-            target.append(Action(run.run_id, kind, resource_id, why or "released"))
+            target.append(Action(run.run_id, kind, resource_id, why or done))
         for scratch in sorted((self.state.root / "work").glob(f"*-{run.run_id}")):
             if not dry_run:
                 shutil.rmtree(scratch, ignore_errors=True)
-            released.append(Action(run.run_id, "scratch", str(scratch), "released"))
+            released.append(Action(run.run_id, "scratch", str(scratch), done))
         return released, left
 
     def _tagged_instances(self, run_id: str) -> list[str]:
@@ -122,15 +129,16 @@ class Recoverer:
         )["Reservations"]
         return [instance["InstanceId"] for r in reservations for instance in r["Instances"]]
 
-    def _release(self, kind: str, resource_id: str) -> str | None:
-        """Remove one resource; None when it is gone, else why it was left."""
-        release = {
+    def _release(self, run_id: str, kind: str, resource_id: str) -> str | None:
+        """Remove one resource of run `run_id`; None when it is gone, else why it was left."""
+        releasers: dict[str, Callable[[str], str | None]] = {
             "instance": self._terminate,
             "key-pair": self._delete_key_pair,
             "security-group": self._delete_security_group,
             "launch-template-version": self._delete_unused_version,
-            "qemu-machine": _stop_qemu,
-        }.get(kind)
+            "qemu-machine": partial(_stop_qemu, run_id=run_id),
+        }
+        release = releasers.get(kind)
         if release is None:
             return f"recover does not know how to release a {kind}"
         try:
@@ -194,17 +202,39 @@ def _versions_in_use(cloud: Cloud, template_id: str) -> set[int | str]:
     return used
 
 
-def _stop_qemu(pid_text: str) -> str | None:
-    """Stop a QEMU machine of the run, if that pid is still a QEMU process."""
+def _stop_qemu(pid_text: str, run_id: str) -> str | None:
+    """Stop the run's QEMU machine and wait until it is gone.
+
+    Only a QEMU process whose command line names the run (its overlay and console log live under
+    the run's id) is stopped: after a reboot or a long while the pid may belong to another
+    person's machine.
+    """
     pid = int(pid_text)
-    if not pid_alive(pid):
-        return None
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    command = _command_line(pid)
+    if command is None:
         return None
     if b"qemu-system" not in command:
         return f"pid {pid} is no longer a QEMU machine; left alone"
+    if run_id.encode() not in command:
+        return f"pid {pid} is a QEMU machine of another run now; left alone"
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    if not wait_until(lambda: _command_line(pid) is None, QEMU_STOP_WAIT, 0.1):
+        return f"pid {pid} did not stop within {QEMU_STOP_WAIT:.0f}s of SIGKILL"
     return None
+
+
+def _command_line(pid: int) -> bytes | None:
+    """The command line of a running process; None once it is gone, or a zombie waiting to be
+    reaped by whoever inherited it (a killed run's machine is no child of ours)."""
+    if not pid_alive(pid):
+        return None
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    # the state follows the parenthesised name, which may itself hold spaces or parentheses
+    if status.rpartition(")")[2].split()[:1] == ["Z"]:
+        return None
+    return command

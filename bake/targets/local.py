@@ -225,7 +225,9 @@ class LocalTarget(Target):
         record: RecordResource,
         instance_profile: str | None = None,
     ) -> Iterator[SshHost]:
-        """A QEMU machine on a throwaway overlay of the build's disk."""
+        """A QEMU machine on a throwaway overlay of the build's disk, recorded (as a
+        `qemu-machine` with its pid) the moment QEMU starts, so that `bake recover` can stop it
+        after the run is killed."""
         log_path = self.state.run_dir(run_id) / f"verify-{image.name}-console.log"
         private_key, _ = self.keypair
         disk = self.store.path(built.artifact or "")
@@ -242,6 +244,7 @@ class LocalTarget(Target):
                 key=private_key,
                 ssh_config=ssh.write_ssh_config(self.state.ssh),
                 boot_timeout=self.settings.boot_timeout,
+                record=lambda pid: record("qemu-machine", str(pid)),
             ) as vm,
         ):
             yield vm.ssh

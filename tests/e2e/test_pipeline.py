@@ -8,85 +8,19 @@ The tests run in file order and build on each other: one image is baked for all 
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-pytestmark = pytest.mark.vm
+from tests.e2e.project import REPO, Project
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.vm
 
 FAILING_SUITE = """
 def test_the_image_ships_a_file_it_never_had(host):
     assert host.file("/etc/bake/this-file-was-never-baked").exists
 """
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-@dataclass
-class Project:
-    state: Path
-    config: Path
-
-    def bake(self, *args: str, config: Path | None = None) -> Result:
-        env = {**os.environ, "BAKE_STATE_DIR": str(self.state)}
-        env.pop("BAKE_CONFIG", None)
-        process = subprocess.run(
-            [sys.executable, "-m", "bake", "--config", str(config or self.config), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=3600,
-        )
-        return Result(process.returncode, process.stdout, process.stderr)
-
-    def ok(self, *args: str, config: Path | None = None) -> Result:
-        result = self.bake(*args, config=config)
-        assert result.code == 0, (
-            f"bake {' '.join(args)} exited {result.code}:\n{result.err[-3000:]}"
-        )
-        return result
-
-    def status(self) -> dict[str, Any]:
-        return self.ok("--json", "status", "demo").json
-
-    def aws(self, service: str) -> Any:
-        """Any AWS client pointed at the local endpoint, as a user would make one."""
-        endpoint = self.ok("--json", "local", "status").json["endpoint"]
-        return boto3.client(
-            service,
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="any",
-            aws_secret_access_key="any",
-        )
-
-
-@pytest.fixture(scope="module")
-def project(e2e_state_dir: Path) -> Iterator[Project]:
-    project = Project(e2e_state_dir, REPO / "bake.toml")
-    yield project
-    project.bake("local", "down")
 
 
 @pytest.fixture(scope="module")

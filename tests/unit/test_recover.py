@@ -3,8 +3,11 @@ image is left with the reason, and the run is marked abandoned."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -96,7 +99,9 @@ def test_a_dry_run_changes_nothing(cloud, state, history, base_ami) -> None:
     run_id = dead_run(history)
     left = _verification_leftovers(cloud, history, run_id, base_ami)
     recovery = Recoverer(lambda: cloud, history, state).recover(abandoned(history), dry_run=True)
-    assert ("key-pair", left["key"]) in {(a.kind, a.id) for a in recovery.released}
+    assert ("key-pair", left["key"], "would be released") in {
+        (a.kind, a.id, a.outcome) for a in recovery.released
+    }
     assert _state_of(cloud, left["instance"]) == "running"
     assert history.runs()[0].status == "interrupted"
 
@@ -127,28 +132,91 @@ def test_a_launch_template_version_in_use_is_left(cloud, state, history, config,
     assert outcomes[f"{template_id}:{unused}"] != "an Auto Scaling group runs this version"
 
 
+def _orphan_qemu(directory: Path) -> int:
+    """`sleep` under QEMU's name, in `directory` (a machine's command line names its run), whose
+    parent is gone, as a killed run leaves its machine: no child of this process."""
+    directory.mkdir(parents=True)
+    fake_qemu = directory / "qemu-system-x86_64"
+    shutil.copy("/bin/sleep", fake_qemu)
+    started = subprocess.run(
+        ["sh", "-c", f"'{fake_qemu}' 300 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    return int(started.stdout)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for init to reap it has stopped)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rpartition(")")[2].split()[0] != "Z"
+
+
+def _kill(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_a_qemu_machine_of_a_dead_run_is_stopped_and_nothing_else(
     tmp_path: Path, cloud, state, history
 ) -> None:
-    fake_qemu = tmp_path / "qemu-system-x86_64"
-    shutil.copy("/bin/sleep", fake_qemu)
-    machine = subprocess.Popen([str(fake_qemu), "300"])
+    run_id = dead_run(history)
+    machine = _orphan_qemu(tmp_path / f"verify-base-{run_id}")
     bystander = subprocess.Popen(["sleep", "300"])
     try:
-        run_id = dead_run(history)
-        history.record_resource(run_id, "verify", "qemu-machine", str(machine.pid))
+        history.record_resource(run_id, "verify", "qemu-machine", str(machine))
         history.record_resource(run_id, "verify", "qemu-machine", str(bystander.pid))
+        assert _running(machine)
 
         recovery = Recoverer(lambda: cloud, history, state).recover(abandoned(history))
 
-        assert machine.wait(10) == -9
+        assert not _running(machine), "recover said released before the machine was gone"
         assert bystander.poll() is None
         assert [a.outcome for a in recovery.left] == [
             f"pid {bystander.pid} is no longer a QEMU machine; left alone"
         ]
+        assert ("qemu-machine", str(machine)) in {(a.kind, a.id) for a in recovery.released}
     finally:
-        machine.kill()
+        _kill(machine)
         bystander.kill()
+
+
+def test_a_qemu_machine_of_another_run_on_a_reused_pid_is_left_alone(
+    tmp_path: Path, cloud, state, history
+) -> None:
+    run_id = dead_run(history)
+    other = _orphan_qemu(tmp_path / "verify-base-another-run")
+    try:
+        history.record_resource(run_id, "verify", "qemu-machine", str(other))
+
+        recovery = Recoverer(lambda: cloud, history, state).recover(abandoned(history))
+
+        assert _running(other)
+        assert [a.outcome for a in recovery.left] == [
+            f"pid {other} is a QEMU machine of another run now; left alone"
+        ]
+    finally:
+        _kill(other)
+
+
+def test_a_recovered_run_leaves_no_stage_running(cloud, state, history) -> None:
+    run_id = dead_run(history)
+    history.finish_stage(history.start_stage(run_id, "prepare"), "succeeded")
+    history.start_stage(run_id, "verify")
+
+    Recoverer(lambda: cloud, history, state).recover(abandoned(history))
+
+    (run,) = history.runs()
+    assert [(stage.name, stage.status) for stage in run.stages] == [
+        ("prepare", "succeeded"),
+        ("verify", "abandoned"),
+    ]
+    assert run.stages[1].finished is not None
 
 
 def test_runs_that_are_alive_or_finished_are_not_abandoned(history) -> None:

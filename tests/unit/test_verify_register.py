@@ -286,3 +286,21 @@ def test_a_missing_report_is_one_error_and_absent_counts_are_zero(tmp_path: Path
     assert (report.tests, report.failures, report.errors, report.passed) == (2, 0, 0, True)
     path.write_text('<testsuites><testsuite name="pytest"/></testsuites>')
     assert read_junit(path).summary() == "0 checks, 0 failed, 0 errors"
+
+
+def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    disk = tmp_path / "built.qcow2"
+    disk.write_bytes(b"a built image")
+    built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+    recorded: list[tuple[str, str, int]] = []
+
+    def record(kind: str, resource_id: str) -> None:
+        recorded.append((kind, resource_id, len(ctx.runner.commands("ssh"))))
+
+    with ctx.target.machine(built, ctx.require_image(), run_id="r1", record=record):
+        pass
+
+    (machine,) = ctx.runner.processes
+    assert recorded == [("qemu-machine", str(machine.pid), 0)]
+    assert machine.stopped

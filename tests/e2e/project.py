@@ -1,0 +1,85 @@
+"""The goldenbake project of this checkout, driven through the `bake` command as a user runs it,
+in the end-to-end session's state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Project:
+    state: Path
+    config: Path
+
+    def argv(self, *args: str, config: Path | None = None) -> list[str]:
+        """The command line of `bake ARGS`, run from this checkout (cwd REPO) by `environment()`."""
+        return [sys.executable, "-m", "bake", "--config", str(config or self.config), *args]
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, "BAKE_STATE_DIR": str(self.state)}
+        env.pop("BAKE_CONFIG", None)
+        return env
+
+    def bake(self, *args: str, config: Path | None = None) -> Result:
+        process = subprocess.run(
+            self.argv(*args, config=config),
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            cwd=REPO,
+            timeout=3600,
+        )
+        return Result(process.returncode, process.stdout, process.stderr)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`bake ARGS` in the background, its output in pipes."""
+        return subprocess.Popen(
+            self.argv(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environment(),
+            cwd=REPO,
+        )
+
+    def ok(self, *args: str, config: Path | None = None) -> Result:
+        result = self.bake(*args, config=config)
+        assert result.code == 0, (
+            f"bake {' '.join(args)} exited {result.code}:\n{result.err[-3000:]}"
+        )
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return self.ok("--json", "status", "demo").json
+
+    def aws(self, service: str) -> Any:
+        """Any AWS client pointed at the local endpoint, as a user would make one."""
+        endpoint = self.ok("--json", "local", "status").json["endpoint"]
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+        )
