@@ -31,10 +31,12 @@ import pytest
 from bake.aws.session import LOCAL_CREDENTIALS, Cloud
 from bake.cli import main
 from bake.config import load
+from bake.history import History
 from bake.local.seed import ensure_seeded
 from tests.integration.aws_project import write_config
 
 COLORS = ("blue", "green")
+READS = ("Describe", "Get", "List")
 
 
 @dataclass(frozen=True)
@@ -171,19 +173,25 @@ class Watch:
         self.before: Callable[[Watch, str], None] | None = None
 
     def before_call(self, model: Any, **_: Any) -> None:
-        now = self.observer.seen()
-        self.broken += [
-            f"before call {len(self.calls) + 1} ({model.name}): {broken}"
-            for broken in violations(self.last, now, self.blue_at_start)
-        ]
-        self.last = now
-        self.write()
+        self.look()
         if self.before:
             self.before(self, model.name)
         self.calls.append(model.name)
         if len(self.calls) == self.kill_at:
             self.write()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def look(self) -> None:
+        """Check the invariants after the last call; only a call that changes something can
+        break one, so reads are not followed by a look."""
+        if self.calls and not self.calls[-1].startswith(READS):
+            now = self.observer.seen()
+            self.broken += [
+                f"after call {len(self.calls)} ({self.calls[-1]}): {broken}"
+                for broken in violations(self.last, now, self.blue_at_start)
+            ]
+            self.last = now
+            self.write()
 
     def write(self) -> None:
         self.report.write_text(json.dumps({"calls": self.calls, "broken": self.broken}))
@@ -236,6 +244,7 @@ class Project:
                 code = main(
                     ["--config", str(self.config), "swap", "demo", "--ami", ami or self.new_ami]
                 )
+                watch.look()
                 watch.write()
             finally:
                 os._exit(code)
@@ -302,3 +311,127 @@ def test_a_swap_killed_before_any_of_its_cloud_calls_is_finished_safely_by_a_rer
         except AssertionError as failure:
             failures.append(f"{where}: {failure}")
     assert failures == [], "\n".join(failures)
+
+
+def _after_first_shift_step(action: Callable[[], None]) -> Callable[[Watch, str], None]:
+    """A `before` hook that acts once traffic first moved (the 50/50 step), before the next call."""
+
+    def before(watch: Watch, _name: str) -> None:
+        if watch.calls.count("ModifyListener") == 1:
+            action()
+
+    return before
+
+
+def bake(project: Project, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`bake ARGS` in this process: its exit code, and its result (stdout) or its error line."""
+    capsys.readouterr()
+    code = main(["--config", str(project.config), *args])
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    return code, captured.out if code == 0 else "\n".join(errors)
+
+
+def test_killed_at_50_50_status_tells_and_only_a_resume_or_a_rollback_is_taken(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    project = make_project(tmp_path / "p", moto_endpoint)
+    blue_before = project.observer.seen().groups["blue"]
+    kill = _after_first_shift_step(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert project.swap(monkeypatch, tmp_path / "killed.json", before=kill) == -signal.SIGKILL
+    assert reported(tmp_path / "killed.json")["broken"] == []
+    assert project.observer.seen().weights == {"blue": 50, "green": 50}
+
+    code, out = bake(project, capsys, "status", "demo", "--json")
+    rollout = json.loads(out)["rollout"]
+    assert code == 0
+    assert (rollout["state"], rollout["incoming"], rollout["rollback"]) == (
+        "rolling",
+        "green",
+        "blue",
+    )
+    assert rollout["ami"] == project.new_ami and rollout["rollback_ami"] == project.old_ami
+    assert "green 50%, blue 50%" in rollout["summary"]
+    assert f"--ami {project.new_ami}` resumes it" in rollout["next"]
+
+    third = project.observer.ec2.register_image(
+        Name="goldenbake-base-3", Architecture="x86_64", RootDeviceName="/dev/xvda"
+    )["ImageId"]
+    project.observer.ec2.create_tags(
+        Resources=[third],
+        Tags=[{"Key": "bake:verified", "Value": "true"}, {"Key": "bake:image", "Value": "base"}],
+    )
+    code, out = bake(project, capsys, "swap", "demo", "--ami", third)
+    assert code == 2
+    assert "green carries 50% of the traffic; refusing to start a rollout of" in out
+    assert project.observer.seen().weights == {"blue": 50, "green": 50}
+
+    assert project.swap(monkeypatch, tmp_path / "rerun.json") == 0
+    assert reported(tmp_path / "rerun.json")["broken"] == []
+    project.finished()
+    assert project.observer.seen().groups["blue"] == blue_before
+
+
+def test_rollback_after_a_kill_at_50_50_goes_to_the_old_colour_and_never_forward(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    project = make_project(tmp_path / "p", moto_endpoint, shift_steps=[10, 100])
+    kill = _after_first_shift_step(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert project.swap(monkeypatch, tmp_path / "killed.json", before=kill) == -signal.SIGKILL
+    seen = project.observer.seen()
+    assert seen.weights == {"blue": 90, "green": 10}
+    green_before = seen.groups["green"]
+
+    code, out = bake(project, capsys, "rollback", "demo")
+    assert (code, out.strip()) == (0, f"demo: blue is live again on {project.old_ami}")
+    seen = project.observer.seen()
+    assert seen.weights == {"blue": 100, "green": 0}
+    assert seen.groups["green"] == green_before, "the rollback left green as it was"
+    assert seen.rollout is not None and "state=rolled-back" in seen.rollout
+
+    code, out = bake(project, capsys, "rollback", "demo")
+    assert code == 2 and "would roll forward" in out
+    assert project.observer.seen().weights == {"blue": 100, "green": 0}
+
+
+def test_a_sigterm_during_the_shift_sends_traffic_back_and_records_the_run_cancelled(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_project(tmp_path / "p", moto_endpoint)
+    stop = _after_first_shift_step(lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+    assert project.swap(monkeypatch, tmp_path / "stopped.json", before=stop) == 128 + 15
+
+    assert reported(tmp_path / "stopped.json")["broken"] == []
+    seen = project.observer.seen()
+    assert seen.weights == {"blue": 100, "green": 0}
+    assert seen.rollout is not None and "state=rolled-back" in seen.rollout
+    (run,) = History(tmp_path / "p" / "state" / "history.sqlite").runs()
+    assert run.status == "cancelled"
+    assert {stage.name: stage.status for stage in run.stages}["shift"] == "cancelled"
+    entry = History(tmp_path / "p" / "state" / "history.sqlite").rollout("demo")
+    assert entry is not None and entry.rollout.state == "rolled-back"
+
+
+def test_swapping_in_the_live_ami_is_a_no_op_even_when_killed_and_rerun(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    project = make_project(tmp_path / "p", moto_endpoint)
+    assert project.swap(monkeypatch, tmp_path / "first.json") == 0
+    before = project.observer.seen()
+    assert before.weights == {"blue": 0, "green": 100}
+
+    code, out = bake(project, capsys, "swap", "demo", "--ami", project.new_ami)
+    assert code == 0
+    assert f"already live: green runs {project.new_ami}; nothing changed" in out
+    calls = None
+    for kill_at in range(1, 100):
+        report = tmp_path / f"same-{kill_at}.json"
+        status = project.swap(monkeypatch, report, kill_at=kill_at)
+        assert reported(report)["broken"] == []
+        assert project.observer.seen() == before, f"killed before call {kill_at}"
+        if status == 0:
+            calls = kill_at - 1
+            break
+        assert status == -signal.SIGKILL
+    assert calls, "the no-op swap makes cloud calls, each one was a kill point"
