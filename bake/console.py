@@ -40,7 +40,8 @@ class Console:
         self.line(f"==> {stage} {subject}")
 
     def stage_finished(self, stage: str, status: str, detail: str, seconds: float) -> None:
-        mark = {"succeeded": "ok", "skipped": "skipped", "failed": "FAILED"}.get(status, status)
+        marks = {"succeeded": "ok", "skipped": "skipped"}
+        mark = marks.get(status, status.upper())
         suffix = f": {detail}" if detail else ""
         self.line(f"    {stage} {mark} in {duration(seconds)}{suffix}")
 

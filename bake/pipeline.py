@@ -137,10 +137,12 @@ def _run_stage(ctx: RunContext, name: str) -> None:
             stage.undo()
         except Exception as undo_error:  # the original failure matters more; keep both
             ctx.console.line(f"    {name}: undo failed too: {undo_error}")
+            if isinstance(exc, BakeError):
+                exc.message = f"{exc.message}; undo failed too: {undo_error}"
         reason = exc.format_message() if isinstance(exc, BakeError) else repr(exc)
         state = "cancelled" if isinstance(exc, KeyboardInterrupt | Cancelled) else "failed"
         ctx.history.finish_stage(stage_id, state, reason)
-        ctx.console.stage_finished(name, "failed", "", time.monotonic() - started)
+        ctx.console.stage_finished(name, state, "", time.monotonic() - started)
         raise
     for record in outcome.records:
         ctx.records.add(record)
