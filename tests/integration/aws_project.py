@@ -57,6 +57,7 @@ verify = ["suites"]
 image = "base"
 capacity = 2
 health_timeout = 5
+soak = 0
 ''')
     return path
 

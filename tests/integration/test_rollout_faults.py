@@ -272,7 +272,7 @@ def make_project(root: Path, endpoint: str, **service: Any) -> Project:
         pass
     root.mkdir(parents=True)
     config_path = write_config(root, endpoint)
-    extra = {"shift_steps": [50, 100], "soak": 0, "shift_interval": 1, **service}
+    extra = {"shift_steps": [50, 100], "shift_interval": 1, **service}
     lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in extra.items())
     config_path.write_text(config_path.read_text() + lines)
     cloud = Cloud("us-east-1", endpoint_url=endpoint)

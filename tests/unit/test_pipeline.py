@@ -283,11 +283,13 @@ def test_an_undo_that_fails_never_hides_the_failure_it_undid(tmp_path: Path, seq
     ctx = make_context(tmp_path)
     stream = io.StringIO()
     ctx.console = Console(stream)
-    with pytest.raises(StageFailed, match="the real problem"):
+    both = "breaks: the real problem; undo failed too: and the undo broke too"
+    with pytest.raises(StageFailed, match="the real problem") as failure:
         pipeline.execute(ctx, "test")
+    assert failure.value.format_message() == both
     assert "breaks: undo failed too: and the undo broke too" in stream.getvalue()
     (run,) = ctx.history.runs()
-    assert (run.status, run.error) == ("failed", "breaks: the real problem")
+    assert (run.status, run.error) == ("failed", both)
     assert [(stage.name, stage.status, stage.detail) for stage in run.stages] == [
-        ("breaks", "failed", "breaks: the real problem")
+        ("breaks", "failed", both)
     ]
