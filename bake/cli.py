@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from bake import doctor as doctor_module
+from bake import signals
 from bake.app import App
 from bake.aws.errors import cloud_error
 from bake.console import duration
@@ -372,20 +373,10 @@ def doctor(app: App) -> None:
 
 
 # Signals that end a run as Ctrl-C does: a cancelled CI job (SIGTERM), a closed terminal (SIGHUP).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _cancel(signum: int, _frame: object) -> None:
-    """Unwind the run; later stop signals are ignored so that its cleanup can finish."""
-    for stop in STOP_SIGNALS:
-        signal.signal(stop, signal.SIG_IGN)
-    raise Cancelled(signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, the right exit code, tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
-    previous = {stop: signal.signal(stop, _cancel) for stop in STOP_SIGNALS}
+    previous = {stop: signal.signal(stop, signals.cancel) for stop in signals.STOP_SIGNALS}
     try:
         code = cli.main(args=args, prog_name="bake", standalone_mode=False)
     except BaseException as exc:  # the one place every failure becomes a line and an exit code

@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
+from bake import signals
 from bake.aws.session import Cloud
 from bake.errors import BakeError
 
@@ -98,9 +99,10 @@ def throwaway(
             request["SubnetId"] = spec.subnet_id
         if spec.instance_profile:
             request["IamInstanceProfile"] = {"Name": spec.instance_profile}
-        instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
-        record("instance", instance_id)
-        cleanup.callback(_terminate, cloud, instance_id)
+        with signals.held():
+            instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
+            record("instance", instance_id)
+            cleanup.callback(_terminate, cloud, instance_id)
         address = _running_address(cloud, instance_id, spec.use_private_ip)
         yield Launched(instance_id, address, key_file)
 
@@ -115,11 +117,12 @@ def _key_pair(
 ) -> Path:
     """A temporary key pair, its private key written to `key_file` (mode 0600)."""
     ec2 = cloud.client("ec2")
-    key = ec2.create_key_pair(
-        KeyName=name, KeyType="ed25519", TagSpecifications=_tags(spec, name, "key-pair")
-    )
-    record("key-pair", name)
-    cleanup.callback(ec2.delete_key_pair, KeyName=name)
+    with signals.held():
+        key = ec2.create_key_pair(
+            KeyName=name, KeyType="ed25519", TagSpecifications=_tags(spec, name, "key-pair")
+        )
+        record("key-pair", name)
+        cleanup.callback(ec2.delete_key_pair, KeyName=name)
     key_file.touch(mode=0o600)
     key_file.write_text(key["KeyMaterial"].rstrip("\n") + "\n", encoding="utf-8")
     return key_file
@@ -134,14 +137,16 @@ def _security_group(
 ) -> str:
     """A temporary security group that lets only the runner reach SSH."""
     ec2 = cloud.client("ec2")
-    group_id = ec2.create_security_group(
-        GroupName=name,
-        Description=f"goldenbake: SSH to verify {spec.image}",
-        VpcId=_vpc_of(cloud, spec.subnet_id),
-        TagSpecifications=_tags(spec, name, "security-group"),
-    )["GroupId"]
-    record("security-group", group_id)
-    cleanup.callback(ec2.delete_security_group, GroupId=group_id)
+    vpc_id = _vpc_of(cloud, spec.subnet_id)
+    with signals.held():
+        group_id = ec2.create_security_group(
+            GroupName=name,
+            Description=f"goldenbake: SSH to verify {spec.image}",
+            VpcId=vpc_id,
+            TagSpecifications=_tags(spec, name, "security-group"),
+        )["GroupId"]
+        record("security-group", group_id)
+        cleanup.callback(ec2.delete_security_group, GroupId=group_id)
     ec2.authorize_security_group_ingress(
         GroupId=group_id,
         IpPermissions=[

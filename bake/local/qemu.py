@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake import localhost, ssh
+from bake import localhost, signals, ssh
 from bake.errors import BakeError, CommandTimedOut, InputError
 from bake.runner import Process, Runner
 from bake.ssh import SshHost
@@ -234,9 +234,10 @@ def boot(
             log_path=log_path, ssh_port=host.port, kernel=kernel, initrd=initrd, append=append,
         )  # fmt: skip
         qemu_log = work_dir / "qemu.log"
-        process = runner.spawn(argv, log_path=qemu_log)
-        if record is not None:
-            record(process.pid)
+        with signals.held():
+            process = runner.spawn(argv, log_path=qemu_log)
+            if record is not None:
+                record(process.pid)
         _wait_until_reachable(runner, host, process, boot_timeout, qemu_log, log_path)
         answered = True
         yield VM(ssh=host, process=process, log_path=log_path)

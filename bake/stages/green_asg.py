@@ -9,7 +9,7 @@ it is, and the shift checks its health before each step.
 
 from __future__ import annotations
 
-from bake import bluegreen
+from bake import bluegreen, signals
 from bake.aws import autoscaling, elbv2
 from bake.aws.session import Cloud
 from bake.context import RunContext
@@ -102,8 +102,10 @@ class GreenAsgStage(Stage):
             return found["TargetGroupArn"]
         if rollback is None or rollback.target_group_info is None:
             raise StageFailed(self.name, f"no target group '{name}', and none live to mirror")
-        arn = elbv2.mirror_target_group(cloud, name, rollback.target_group_info)["TargetGroupArn"]
-        self.ctx.record_resource("target-group", arn)
+        with signals.held():
+            mirrored = elbv2.mirror_target_group(cloud, name, rollback.target_group_info)
+            arn: str = mirrored["TargetGroupArn"]
+            self.ctx.record_resource("target-group", arn)
         return arn
 
     def _create(
@@ -119,18 +121,19 @@ class GreenAsgStage(Stage):
         if rollback is None or rollback.group is None:
             raise StageFailed(self.name, f"no live Auto Scaling group to mirror as {asg}")
         template_id, version, capacity = new
-        autoscaling.create_like(
-            self.ctx.target.cloud,
-            asg,
-            rollback.group,
-            launch_template_id=template_id,
-            launch_template_version=version,
-            capacity=capacity,
-            target_group_arn=target_group_arn,
-            tags={"bake:service": service.name, "bake:color": color},
-        )
-        self._created_asg = asg
-        self.ctx.record_resource("auto-scaling-group", asg)
+        with signals.held():
+            autoscaling.create_like(
+                self.ctx.target.cloud,
+                asg,
+                rollback.group,
+                launch_template_id=template_id,
+                launch_template_version=version,
+                capacity=capacity,
+                target_group_arn=target_group_arn,
+                tags={"bake:service": service.name, "bake:color": color},
+            )
+            self._created_asg = asg
+            self.ctx.record_resource("auto-scaling-group", asg)
 
     def _replace(
         self, standby: bluegreen.ColorState, target_group_arn: str, new: tuple[str, str, Capacity]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bake import signals
 from bake.aws import launch_templates
 from bake.context import RunContext
 from bake.records import AlreadyLive, LaunchTemplateVersion, RolloutPlan
@@ -31,9 +32,10 @@ class LaunchTemplateStage(Stage):
                 LaunchTemplateVersion(template_id, existing),
             )
         description = f"bake run {self.ctx.run_id}: {ami}"
-        version = launch_templates.create_version(cloud, template_id, plan.data, description)
-        self._created = (template_id, version)
-        self.ctx.record_resource("launch-template-version", f"{template_id}:{version}")
+        with signals.held():
+            version = launch_templates.create_version(cloud, template_id, plan.data, description)
+            self._created = (template_id, version)
+            self.ctx.record_resource("launch-template-version", f"{template_id}:{version}")
         self.ctx.console.line(
             f"    {service.launch_template} version {version}: {ami} "
             f"(from version {plan.source_version})"

@@ -3,9 +3,12 @@ to the rollback colour on trouble (only when that colour is healthy), and the st
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from bake import bluegreen, pipeline
+from bake.cli import rollout_status
 from bake.errors import BakeError, InputError, StageFailed
 from bake.local.seed import ensure_seeded
 from bake.records import VerifiedAmi
@@ -113,6 +116,9 @@ def test_an_alarm_during_the_soak_sends_traffic_back_and_is_named(
     (run,) = [run for run in ctx.history.runs() if run.run_id == ctx.run_id]
     shift = [stage for stage in run.stages if stage.name == "shift"][0]
     assert shift.status == "failed" and "alarm demo-5xx" in shift.detail
+    shown = rollout_status(SimpleNamespace(history=ctx.history), state)
+    assert "rolled back to blue: alarm demo-5xx is in ALARM (5xx above 10)" in shown["summary"]
+    assert "`bake rollback demo` is refused" in shown["next"]
 
 
 def test_an_alarm_before_the_first_step_moves_no_traffic(seeded, standby_ready) -> None:
