@@ -47,6 +47,7 @@ def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(projec
         "build": "succeeded",
         "verify": "succeeded",
         "register": "succeeded",
+        "rollout": "succeeded",
         "launch-template": "succeeded",
         "green-asg": "succeeded",
         "shift": "succeeded",
@@ -55,6 +56,9 @@ def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(projec
     assert status["live"]["color"] == "green" and status["live"]["ami"] == ami
     assert status["live"]["healthy"] == status["live"]["desired"] == 2
     assert status["standby"]["color"] == "blue" and status["standby"]["ami"] != ami
+    rollout = status["rollout"]
+    assert (rollout["state"], rollout["incoming"], rollout["ami"]) == ("live", "green", ami)
+    assert (rollout["rollback"], rollout["rollback_ami"]) == ("blue", status["standby"]["ami"])
 
 
 def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
