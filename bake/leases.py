@@ -175,7 +175,9 @@ class LeaseLocks:
                 try:
                     for name in names:
                         self._renew(name, token)
-                except ClientError:
+                # Lost, or not renewable after botocore's retries (an unreadable answer included):
+                # the run cannot show it still holds its lock, so it stops.
+                except Exception:
                     _thread.interrupt_main()
                     return
 

@@ -115,6 +115,18 @@ def test_a_lost_lease_stops_the_run(cloud, table) -> None:
         wait_until(lambda: False, 10, interval=0.01)
 
 
+def test_a_lease_that_cannot_be_renewed_for_any_reason_stops_the_run(
+    cloud, table, monkeypatch
+) -> None:
+    def unreadable(self, name: str, token: str) -> None:
+        raise ValueError("an answer botocore could not parse")
+
+    held = leases(cloud, Clock(), renew_every=0.01).hold_all(["service-demo"], HOLDER)
+    with pytest.raises(KeyboardInterrupt), held:
+        monkeypatch.setattr(LeaseLocks, "_renew", unreadable)
+        wait_until(lambda: False, 10, interval=0.01)
+
+
 def test_a_lock_table_that_does_not_exist_is_bad_input(cloud) -> None:
     missing = "lock_table 'goldenbake-locks' does not exist"
     with pytest.raises(InputError, match=missing), leases(cloud, Clock()).hold_all(["x"], HOLDER):
