@@ -100,3 +100,16 @@ class Cancelled(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class LeaseLost(Cancelled):
+    """The run's lock lease could not be renewed (another run took it, or the lock table stopped
+    answering): the run stops as a cancelled one does, its running stage undone."""
+
+    def __init__(self, detail: str) -> None:
+        BaseException.__init__(self, f"lost the lock: {detail}")
+        self.signum = signal.SIGINT
+
+    @property
+    def exit_code(self) -> int:
+        return LockHeld.exit_code

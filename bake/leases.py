@@ -13,6 +13,7 @@ import _thread
 import json
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -28,7 +30,7 @@ from botocore.exceptions import ClientError
 from bake import locks
 from bake.aws.errors import error_code
 from bake.aws.session import Cloud
-from bake.errors import InputError, LockHeld
+from bake.errors import InputError, LeaseLost, LockHeld
 
 LEASE_SECONDS = 60.0
 RENEW_SECONDS = 15.0
@@ -167,24 +169,60 @@ class LeaseLocks:
 
     @contextmanager
     def _renewing(self, names: list[str], token: str) -> Iterator[None]:
-        """Renew the leases in a thread; if one is lost, interrupt the run (it is undone)."""
+        """Renew the leases in a thread; if one is lost, stop the run (LeaseLost, raised in the
+        main thread by the SIGINT handler this installs, so it works even where SIGINT is
+        ignored, as in a script's background job)."""
         stop = threading.Event()
+        lost: list[str] = []
 
         def renew() -> None:
             while not stop.wait(self.renew_every):
-                try:
-                    for name in names:
+                for name in names:
+                    try:
                         self._renew(name, token)
-                # Lost, or not renewable after botocore's retries (an unreadable answer included):
-                # the run cannot show it still holds its lock, so it stops.
-                except Exception:
-                    _thread.interrupt_main()
-                    return
+                    # Lost, or not renewable after botocore's retries (an unreadable answer
+                    # included): the run cannot show it still holds its lock, so it stops.
+                    except Exception as exc:
+                        taken = isinstance(exc, ClientError) and (
+                            error_code(exc) == "ConditionalCheckFailedException"
+                        )
+                        lost.append(
+                            f"{name} was taken by another run or removed"
+                            if taken
+                            else f"{name} could not be renewed ({exc})"
+                        )
+                        _thread.interrupt_main()
+                        return
 
-        thread = threading.Thread(target=renew, name="bake-lease", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        with _interrupts_raise(lost):
+            thread = threading.Thread(target=renew, name="bake-lease", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+
+
+@contextmanager
+def _interrupts_raise(lost: list[str]) -> Iterator[None]:
+    """While the block runs, a SIGINT (real, or from the renewing thread) raises LeaseLost once
+    a lease is lost, and otherwise does what it did before (Ctrl-C: KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        if lost:
+            raise LeaseLost(lost[0])
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -3,12 +3,13 @@ two state directories standing for two machines. Time is a clock the test turns,
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from bake.cli import main
-from bake.errors import InputError, LockHeld
+from bake.errors import InputError, LeaseLost, LockHeld
 from bake.history import History
 from bake.leases import Holder, LeaseLocks
 from bake.polling import wait_until
@@ -110,9 +111,10 @@ def test_the_lease_is_renewed_while_the_run_lives(cloud, table) -> None:
 def test_a_lost_lease_stops_the_run(cloud, table) -> None:
     clock = Clock()
     held = leases(cloud, clock, renew_every=0.01).hold_all(["service-demo"], HOLDER)
-    with pytest.raises(KeyboardInterrupt), held:
+    with pytest.raises(LeaseLost, match="service-demo was taken by another run") as lost, held:
         cloud.client("dynamodb").delete_item(TableName=TABLE, Key={"LockID": {"S": "service-demo"}})
         wait_until(lambda: False, 10, interval=0.01)
+    assert lost.value.exit_code == 3
 
 
 def test_a_lease_that_cannot_be_renewed_for_any_reason_stops_the_run(
@@ -122,9 +124,23 @@ def test_a_lease_that_cannot_be_renewed_for_any_reason_stops_the_run(
         raise ValueError("an answer botocore could not parse")
 
     held = leases(cloud, Clock(), renew_every=0.01).hold_all(["service-demo"], HOLDER)
-    with pytest.raises(KeyboardInterrupt), held:
+    with pytest.raises(LeaseLost, match="could not be renewed .an answer botocore"), held:
         monkeypatch.setattr(LeaseLocks, "_renew", unreadable)
         wait_until(lambda: False, 10, interval=0.01)
+
+
+def test_a_lost_lease_stops_the_run_even_where_sigint_is_ignored(cloud, table) -> None:
+    """A script's background job starts with SIGINT ignored; the lease must still stop the run."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        held = leases(cloud, Clock(), renew_every=0.01).hold_all(["service-demo"], HOLDER)
+        with pytest.raises(LeaseLost), held:
+            client = cloud.client("dynamodb")
+            client.delete_item(TableName=TABLE, Key={"LockID": {"S": "service-demo"}})
+            wait_until(lambda: False, 10, interval=0.01)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_lock_table_that_does_not_exist_is_bad_input(cloud) -> None:
