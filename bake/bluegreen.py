@@ -101,6 +101,11 @@ class ServiceState:
         found = self.color(color)
         return found.weight if found else 0
 
+    def share(self, color: str) -> float:
+        """The percentage of the traffic `color` gets: its weight over the sum of the weights."""
+        total = sum(self.weight(each) for each in COLORS)
+        return 100 * self.weight(color) / total if total else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
@@ -292,7 +297,7 @@ def decide(state: ServiceState, ami: str) -> Decision:
             f"service {service}: both colours carry traffic (blue {weights['blue']}%, green "
             f"{weights['green']}%) and no unfinished rollout is recorded; refusing to swap",
             hint=f"send all traffic to one colour first (`bake rollback {service}` sends it to "
-            f"{state.standby.color if state.standby else other(state.live.color)})",
+            f"{other(state.live.color)})",
         )
     return Decision(other(state.live.color), state.live.color)
 
@@ -318,11 +323,14 @@ def rollback_target(state: ServiceState) -> str | None:
 
 
 def rollback(
-    cloud: Cloud, service: ServiceConfig, console_line: Callable[[str], None]
+    cloud: Cloud,
+    service: ServiceConfig,
+    state: ServiceState,
+    console_line: Callable[[str], None],
 ) -> tuple[str, ServiceState]:
-    """Send all traffic to the colour `rollback_target` names, scaled up first if it was scaled
-    in, and only when it is healthy; that colour and the new state."""
-    state = describe(cloud, service)
+    """Send all traffic to the colour `rollback_target` names in `state` (as `describe` read it),
+    scaled up first if it was scaled in, and only when it is healthy; that colour and the new
+    state."""
     color = rollback_target(state)
     if color is None:
         missing = service.names(other(state.live.color)).asg

@@ -178,8 +178,6 @@ def status(app: App, service: str) -> None:
 def rollout_status(app: App, state: Any) -> dict[str, Any] | None:
     """The service's recorded rollout, why it ended as it did (from this machine's history), and
     what the next swap or rollback will do."""
-    from bake.stages.shift import share
-
     rollout = state.rollout
     if rollout is None:
         return None
@@ -187,7 +185,7 @@ def rollout_status(app: App, state: Any) -> dict[str, Any] | None:
     reason = entry.reason if entry else None
     name = state.service
     incoming, back = rollout.incoming, rollout.rollback
-    at = f"{incoming} {share(state, incoming):.0f}%, {back} {share(state, back):.0f}%"
+    at = f"{incoming} {state.share(incoming):.0f}%, {back} {state.share(back):.0f}%"
     if rollout.pending:
         summary = (
             f"run {rollout.run_id}'s rollout of {rollout.ami} to {incoming} is unfinished "

@@ -158,6 +158,7 @@ class RolloutPlan(Record):
     version the rollback colour runs, which the new version copies."""
 
     rollout: Rollout
+    load_balancer_arn: str
     launch_template_id: str
     source_version: int | str
     data: dict[str, Any] = field(repr=False)

@@ -170,7 +170,13 @@ class GreenAsgStage(Stage):
         self._created_asg = self._previous = None
         plan = self.ctx.records.get(RolloutPlan)
         if changed and plan:
-            settle(self.ctx, plan.rollout, "failed", "the incoming colour did not become healthy")
+            settle(
+                self.ctx,
+                plan.rollout,
+                plan.load_balancer_arn,
+                "failed",
+                "the incoming colour did not become healthy",
+            )
 
 
 def _serves(

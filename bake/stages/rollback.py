@@ -13,12 +13,14 @@ class Rollback(Stage):
 
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
-        rollout = bluegreen.describe(cloud, service).rollout
+        before = bluegreen.describe(cloud, service)
         color, state = bluegreen.rollback(
-            cloud, service, lambda text: self.ctx.console.line(f"    {text}")
+            cloud, service, before, lambda text: self.ctx.console.line(f"    {text}")
         )
+        rollout = before.rollout
         if rollout and rollout.state in ("rolling", "live"):
-            settle(self.ctx, rollout, "rolled-back", f"bake rollback (run {self.ctx.run_id})")
+            reason = f"bake rollback (run {self.ctx.run_id})"
+            settle(self.ctx, rollout, before.switch.load_balancer_arn, "rolled-back", reason)
         live = state.color(color)
         ami = live.ami if live else None
         return Outcome.done(f"{color} is live again on {ami}", Traffic(color, ami))

@@ -73,7 +73,7 @@ class RolloutStage(Stage):
         self.ctx.console.line(f"    {decision.describe(ami)}")
         return Outcome.done(
             decision.describe(ami),
-            RolloutPlan(rollout, template_id, source_version, data),
+            RolloutPlan(rollout, state.switch.load_balancer_arn, template_id, source_version, data),
         )
 
     def _source(self, rollback: bluegreen.ColorState | None) -> tuple[str, int | str]:
@@ -88,12 +88,13 @@ class RolloutStage(Stage):
         return template["LaunchTemplateId"], "$Default"
 
 
-def settle(ctx: RunContext, rollout: Rollout, state: str, reason: str = "") -> Rollout:
-    """Record that the rollout is now `state` (live, rolled-back, failed), on the load balancer
-    and in history, with why when it did not go live."""
+def settle(
+    ctx: RunContext, rollout: Rollout, load_balancer_arn: str, state: str, reason: str = ""
+) -> Rollout:
+    """Record that the rollout is now `state` (live, rolled-back, failed), on the service's load
+    balancer and in history, with why when it did not go live."""
     service = ctx.require_service()
-    switch, _ = bluegreen.find_switch(ctx.target.cloud, service)
     ended = rollout.to(state)
-    rollouts.write(ctx.target.cloud, switch.load_balancer_arn, service.name, ended)
+    rollouts.write(ctx.target.cloud, load_balancer_arn, service.name, ended)
     ctx.history.record_rollout(ended, service.name, ctx.run_id, reason)
     return ended

@@ -27,12 +27,6 @@ clock = time.monotonic
 POLL_SECONDS = 5.0
 
 
-def share(state: bluegreen.ServiceState, color: str) -> float:
-    """The percentage of the traffic `color` gets: its weight over the sum of the weights."""
-    total = sum(state.weight(each) for each in (color, bluegreen.other(color)))
-    return 100 * state.weight(color) / total if total else 0.0
-
-
 class ShiftStage(Stage):
     """Incoming/rollback weights follow `shift_steps` (10/90, 50/50, 100/0), then the soak."""
 
@@ -55,7 +49,7 @@ class ShiftStage(Stage):
             raise StageFailed(self.name, f"{target} has no Auto Scaling group or target group")
         self._plan = plan
         # A resumed rollout goes on from the share the incoming colour already has.
-        steps = [weight for weight in service.shift_steps if weight > share(state, target)]
+        steps = [weight for weight in service.shift_steps if weight > state.share(target)]
         for index, weight in enumerate(steps):
             if index:
                 self._watch(incoming, service.shift_interval)
@@ -68,7 +62,7 @@ class ShiftStage(Stage):
         kept = "kept running"
         if service.standby_after_soak == "scale-in":
             kept = self._scale_in(state.color(previous))
-        settle(self.ctx, plan.rollout, "live")
+        settle(self.ctx, plan.rollout, plan.load_balancer_arn, "live")
         self._plan = None
         self.ctx.console.line(f"    {target} is live; {previous} {kept}")
         return Outcome.done(
@@ -123,7 +117,7 @@ class ShiftStage(Stage):
         why = self._why or "cancelled"
         state = bluegreen.describe(cloud, service)
         if state.weight(target) == 0:
-            settle(self.ctx, plan.rollout, "failed", why)
+            settle(self.ctx, plan.rollout, plan.load_balancer_arn, "failed", why)
             return
         back = state.color(previous)
         health = (
@@ -138,5 +132,5 @@ class ShiftStage(Stage):
                 f"are: {target} {state.weight(target)}%, {previous} {state.weight(previous)}%"
             )
         bluegreen.send_all_to(cloud, service, previous)
-        settle(self.ctx, plan.rollout, "rolled-back", why)
+        settle(self.ctx, plan.rollout, plan.load_balancer_arn, "rolled-back", why)
         self.ctx.console.line(f"    100% of traffic back to {previous}")

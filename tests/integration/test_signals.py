@@ -32,6 +32,18 @@ esac
 """
 
 
+def _bake(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`bake ARGS` as its own process, from this checkout, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bake", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_stop_signal_cancels_the_build_and_lets_packer_clean_up(
     tmp_path: Path, moto_endpoint: str, source_ami: str, stop: signal.Signals
@@ -48,14 +60,7 @@ def test_a_stop_signal_cancels_the_build_and_lets_packer_clean_up(
         "BAKE_TEST_MARK": str(mark),
         "BAKE_STATE_DIR": str(tmp_path / "state"),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bake", "--config", str(config), "build", "base"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _bake(env, "--config", str(config), "build", "base")
     try:
         assert wait_until(
             lambda: mark.with_suffix(".started").exists() or process.poll() is not None, 60, 0.1
@@ -103,14 +108,7 @@ def test_sigterm_during_verify_on_aws_removes_the_instance_key_pair_and_security
     make_app(config).run("build", image="base")
     history = History(tmp_path / "state" / "history.sqlite")
     env = {**os.environ, "BAKE_STATE_DIR": str(tmp_path / "state")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bake", "--config", str(config), "verify", "base"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _bake(env, "--config", str(config), "verify", "base")
     try:
         assert wait_until(lambda: _verifying(history, cloud) or process.poll() is not None, 60, 0.1)
         assert process.poll() is None, process.communicate()[1]

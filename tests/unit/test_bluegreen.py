@@ -173,7 +173,7 @@ def test_rollback_refuses_without_a_standby(seeded, config):
     service = config.service("demo")
 
     with pytest.raises(BakeError, match="nothing to roll back to.*'demo-green' does not exist"):
-        bluegreen.rollback(seeded, service, lambda line: None)
+        bluegreen.rollback(seeded, service, bluegreen.describe(seeded, service), lambda _: None)
 
     assert bluegreen.describe(seeded, service).live.weight == 100
 
@@ -188,7 +188,7 @@ def test_rollback_refuses_a_colour_with_no_healthy_instances(
     target_health.fail("demo-blue")
 
     with pytest.raises(BakeError, match="refusing to roll back to blue: it is not healthy"):
-        bluegreen.rollback(seeded, service, lambda line: None)
+        bluegreen.rollback(seeded, service, bluegreen.describe(seeded, service), lambda _: None)
 
     state = bluegreen.describe(seeded, service)
     assert (state.live.color, state.live.weight) == ("green", 100)

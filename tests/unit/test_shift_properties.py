@@ -46,7 +46,9 @@ def test_every_shift_step_sums_to_100_rises_and_ends_at_100(
         seen: list[dict[str, int]] = []
         shift_clock.on_sleep = lambda _seconds: seen.append(_weights(cloud, service))
         rollout = Rollout("run", "rolling", incoming, "ami-1", outgoing, None, "2026-11-27")
-        stage_ctx = make_context(records=(RolloutPlan(rollout, "lt-0", 1, {}),))
+        stage_ctx = make_context(
+            records=(RolloutPlan(rollout, before.switch.load_balancer_arn, "lt-0", 1, {}),)
+        )
         stage_ctx.service = service
         run_stage(ShiftStage, stage_ctx)
         seen.append(_weights(cloud, service))

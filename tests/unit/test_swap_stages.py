@@ -44,10 +44,11 @@ def swap(make_context, run_stage):
     return run
 
 
-def _plan(incoming, rollback, ami="ami-12345678"):
+def _plan(cloud, service, incoming, rollback, ami="ami-12345678"):
     """A rollout plan as the rollout stage would hand it on."""
     rollout = Rollout("run-1", "rolling", incoming, ami, rollback, None, "2026-01-01T00:00:00Z")
-    return RolloutPlan(rollout, "lt-0", 1, {})
+    balancer = bluegreen.describe(cloud, service).switch.load_balancer_arn
+    return RolloutPlan(rollout, balancer, "lt-0", 1, {})
 
 
 def _group(cloud, name):
@@ -449,9 +450,9 @@ def test_shift_is_done_only_when_green_has_all_the_traffic_and_blue_none(
 
 
 def test_shift_to_a_colour_without_a_group_fails_and_moves_nothing(
-    seeded, make_context, run_stage
+    seeded, config, make_context, run_stage
 ) -> None:
-    ctx = make_context(records=(_plan("green", "blue"),))
+    ctx = make_context(records=(_plan(seeded, config.service("demo"), "green", "blue"),))
     with pytest.raises(StageFailed, match="green has no Auto Scaling group or target group"):
         run_stage(ShiftStage, ctx)
     assert _weights(seeded, ctx.service) == {"blue": 100}
