@@ -11,7 +11,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NOT_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo " and not root")
 # command:package pairs installed through apt when the command is missing
 SYSTEM_PACKAGES := packer:packer qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby
+	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby haproxy:haproxy
+
+# What the service answers at its URL on the local target, through the load balancer.
+define ANSWER
+import json, subprocess, sys, urllib.request
+status = json.loads(subprocess.run(["$(BAKE)", "--json", "local", "status"], check=True,
+                                   capture_output=True, text=True).stdout)
+url = status["services"][sys.argv[1]]["url"]
+print(f"{sys.argv[1]} answers at {url}:")
+print(urllib.request.urlopen(url, timeout=10).read().decode())
+endef
+export ANSWER
 
 .PHONY: install system-packages bake-and-swap test test-fast lint bench mutation clean
 
@@ -38,6 +49,8 @@ $(VENV)/.installed: pyproject.toml
 bake-and-swap: install
 	$(BAKE) bake-and-swap $(SERVICE)
 	$(BAKE) status $(SERVICE)
+	$(BAKE) local status
+	@$(VENV)/bin/python -c "$$ANSWER" $(SERVICE)
 
 test: install
 	$(VENV)/bin/pytest

@@ -38,6 +38,9 @@ def _aws_target() -> type[Target]:
 # when first used, so that commands that need no target stay quick).
 TARGETS: dict[str, Callable[[], type[Target]]] = {"local": _local_target, "aws": _aws_target}
 
+# Commands that build an image, and so need its parents' verified AMIs first.
+BUILDS = ("build", "bake-and-swap")
+
 
 class App:
     def __init__(
@@ -108,7 +111,10 @@ class App:
         service: str | None = None,
         options: RunOptions | None = None,
     ) -> pipeline.RunResult:
-        """Run a pipeline command under the locks of what it changes."""
+        """Run a pipeline command under the locks of what it changes; a command that builds an
+        image first bakes each of its parents that has no verified AMI yet."""
+        if command in BUILDS:
+            self.bake_parents(image or self.config.service(service or "").image)
         ctx = self.context(image=image, service=service, options=options)
         ctx.run_id = new_run_id()
         holder = Holder.this_run(command, ctx.run_id)
@@ -116,6 +122,24 @@ class App:
             subjects = {name for name in (image, service, ctx.image and ctx.image.name) if name}
             self.recover_runs_of(subjects)
             return pipeline.execute(ctx, command)
+
+    def bake_parents(self, name: str) -> None:
+        """Bake (build, verify, register) each parent of image `name`, root first, that has no
+        verified AMI published, so that a layered image can be built on a fresh target."""
+        from bake.aws import images
+
+        parents: list[str] = []
+        spec = self.config.image(name).base_for(self.config.target)
+        while spec.kind == "image":
+            parents.insert(0, spec.value)
+            spec = self.config.images[spec.value].base_for(self.config.target)
+        if not parents:
+            return
+        self.target.prepare()
+        for parent in parents:
+            if images.published(self.target.cloud, parent) is None:
+                self.console.line(f"image {parent} has no verified AMI yet; baking it first")
+                self.run("bake", image=parent)
 
     @cached_property
     def recoverer(self) -> Recoverer:

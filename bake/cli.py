@@ -311,26 +311,25 @@ def local() -> None:
 @json_flag
 @pass_app
 def local_up(app: App) -> None:
-    """Start the local cloud and seed the blue environment of every service."""
-    from bake.local import cloud
-
+    """Start the local cloud, seed every service's blue environment, start its machines."""
     app.target.prepare()
-    info = cloud.status(app.state)
-    emit(app, info, f"local cloud running at {info['endpoint']} ({info['region']})")
+    info = local_status_of(app)
+    emit(app, info, describe_local(info))
 
 
 @local.command("down")
 @json_flag
 @pass_app
 def local_down(app: App) -> None:
-    """Stop the local cloud. History and images on disk are kept."""
-    from bake.local import cloud
+    """Stop the machines, the load balancer and the local cloud. History and images are kept."""
+    from bake.local import cloud, dataplane
 
+    machines = dataplane.down(app.runner, app.state, app.config)
     stopped = cloud.down(app.state)
     emit(
         app,
-        {"stopped": stopped},
-        "local cloud stopped" if stopped else "local cloud was not running",
+        {"stopped": stopped, "machines_stopped": machines},
+        "local cloud stopped" if stopped or machines else "local cloud was not running",
     )
 
 
@@ -338,16 +337,50 @@ def local_down(app: App) -> None:
 @json_flag
 @pass_app
 def local_status(app: App) -> None:
-    """Show whether the local cloud is running, and where."""
-    from bake.local import cloud
+    """Show the local cloud, each service's URL, and the machines."""
+    info = local_status_of(app)
+    emit(app, info, describe_local(info))
+
+
+def local_status_of(app: App) -> dict[str, Any]:
+    """The local cloud's status with the data plane's `services` and `machines`."""
+    from bake.local import cloud, dataplane
 
     info = cloud.status(app.state)
-    human = (
-        f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"
-        if info["running"]
-        else "local cloud not running"
-    )
-    emit(app, info, human)
+    plane = dataplane.status(app.state)
+    return {
+        **info,
+        "data_plane": {"running": plane["running"], "log": plane["log"]},
+        "services": plane["services"],
+        "machines": plane["machines"],
+    }
+
+
+MACHINE_COLUMNS = ("instance_id", "service", "color", "ami", "pid", "ssh_port", "http_port")
+
+
+def describe_local(info: dict[str, Any]) -> str:
+    """`bake local status` for people: the cloud, each service's URL, a table of machines."""
+    if not info["running"]:
+        return "local cloud not running"
+    lines = [f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"]
+    if not info["data_plane"]["running"]:
+        lines.append("data plane not running (no machines, no load balancer)")
+    for name, service in sorted(info["services"].items()):
+        lines.append(f"service {name} at {service['url']}")
+    rows = [[*MACHINE_COLUMNS, "state", "health"]]
+    for machine in info["machines"]:
+        rows.append(
+            [str(machine.get(key) if machine.get(key) is not None else "-")
+             for key in (*MACHINE_COLUMNS, "state", "health")]
+        )  # fmt: skip
+    if len(rows) > 1:
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                  .rstrip() for row in rows]  # fmt: skip
+    else:
+        lines.append("no machines")
+    return "\n".join(lines)
 
 
 @cli.command()

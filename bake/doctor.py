@@ -57,6 +57,8 @@ def _local_checks(app: App) -> list[Check]:
         _program("mmdebstrap", "mmdebstrap"),
         _program("mke2fs", "e2fsprogs"),
     ]
+    if app.config.local.machines:
+        checks.append(_program("haproxy", "haproxy"))
     if checks[0].ok:
         probe = qemu.probe(app.runner, app.state.local)
         chosen = qemu.choose_accelerator(app.runner, app.state.local, app.config.local.accelerator)
@@ -70,7 +72,26 @@ def _local_checks(app: App) -> list[Check]:
         else "not running (commands start it when needed, or run `bake local up`)"
     )
     checks.append(Check("local cloud", True, detail, required=False))
+    if app.config.local.machines and app.config.services:
+        checks.append(_memory(app))
     return checks
+
+
+def _memory(app: App) -> Check:
+    """Whether both colours of every service fit in this host's memory."""
+    from bake.local import dataplane
+
+    need = dataplane.memory_need(app.config)
+    try:
+        dataplane.check_memory(app.config, app.state)
+    except BakeError as exc:
+        return Check("memory", False, exc.message, exc.hint or "")
+    return Check(
+        "memory",
+        True,
+        f"{need.total} MiB for {need.machines} service machines and a build machine "
+        f"({dataplane.available_memory()} MiB available)",
+    )
 
 
 def _aws_checks(app: App) -> list[Check]:

@@ -37,6 +37,8 @@ SEQUENCES: dict[str, list[str]] = {
     "build": ["render", "prepare", "build"],
     "verify": ["prepare", "verify"],
     "register": ["prepare", "register"],
+    # An image's whole bake, run first for each parent of an image that has no verified AMI yet.
+    "bake": ["render", "prepare", "build", "verify", "register"],
     "swap": ["prepare", *SWAP],
     "bake-and-swap": ["render", "prepare", "build", "verify", "register", *SWAP],
     "rollback": ["prepare", "rollback"],

@@ -81,6 +81,12 @@ class LocalSettings(Model):
     disk_size_gb: int = Field(default=4, ge=2)
     boot_timeout: Seconds = 300
     port: int = Field(default=0, ge=0, lt=65536)
+    # The data plane: a QEMU machine for every instance of a service's Auto Scaling groups, behind
+    # HAProxy. false keeps instances as moto records only (no machines, no load balancer).
+    machines: bool = True
+    # Service machines idle most of the time: one vCPU and a small memory (MiB) each.
+    machine_memory: int = Field(default=384, ge=192)
+    machine_cpus: int = Field(default=1, ge=1)
 
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$")

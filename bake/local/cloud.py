@@ -21,6 +21,7 @@ from typing import Any
 
 from bake.aws.session import Cloud
 from bake.errors import BakeError
+from bake.local import motoserver
 from bake.localhost import free_port, pid_alive
 from bake.polling import wait_until
 from bake.runner import Runner
@@ -29,6 +30,8 @@ from bake.state import StateDir
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 STOP_GRACE = 5.0
+# moto's server with the data plane's target health (bake/local/motoserver.py).
+MOTO_MODULE = "bake.local.motoserver"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def _log(state: StateDir) -> Path:
     return state.local / "moto.log"
 
 
+def health_file(state: StateDir) -> Path:
+    """Where the data plane reports target health for the moto server to answer with."""
+    return state.local / "health.json"
+
+
 def _read(state: StateDir) -> LocalCloud | None:
     try:
         return LocalCloud(**json.loads(_record(state).read_text(encoding="utf-8")))
@@ -74,7 +82,7 @@ def _answers(endpoint: str, timeout: float = 1.0) -> bool:
 def _is_moto(pid: int) -> bool:
     """Whether `pid` runs a moto server, so a reused pid is never signalled (Linux /proc only)."""
     try:
-        return b"moto.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return MOTO_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists()
     except OSError:
@@ -104,7 +112,9 @@ def up(runner: Runner, state: StateDir, region: str, port: int = 0) -> LocalClou
             hint="stop it, or set [local] port to another port (0 picks a free one)",
         )
     process = runner.spawn(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], log_path=_log(state)
+        [sys.executable, "-m", MOTO_MODULE, "-H", HOST, "-p", str(port)],
+        log_path=_log(state),
+        env={motoserver.HEALTH_ENV: str(health_file(state))},
     )
     started = wait_until(
         lambda: process.poll() is not None or _answers(endpoint), START_TIMEOUT, interval=0.2

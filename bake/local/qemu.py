@@ -34,6 +34,11 @@ DEBUG_EXIT_PORT = 0xF4
 DEBUG_EXIT_VALUE = 0x10
 PROBE_PASSED = (DEBUG_EXIT_VALUE << 1) | 1
 POWEROFF_WAIT = 30.0
+# The instance metadata service's address, and the guest network QEMU needs around it.
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_NET = "169.254.0.0/16"
+METADATA_GATEWAY = "169.254.0.1"
+METADATA_GUEST = "169.254.0.15"
 
 
 @dataclass(frozen=True)
@@ -166,17 +171,33 @@ def machine_argv(
     cpus: int,
     log_path: Path,
     ssh_port: int | None = None,
+    forwards: Mapping[int, int] | None = None,
+    metadata: str | None = None,
+    tb_size: int | None = None,
     kernel: Path | None = None,
     initrd: Path | None = None,
     append: str | None = None,
     no_reboot: bool = False,
 ) -> list[str]:
-    """The QEMU command line of a headless machine with its serial console in `log_path`."""
+    """The QEMU command line of a headless machine with its serial console in `log_path`.
+
+    `forwards` maps more host ports on 127.0.0.1 to guest ports. `metadata` is the command that
+    answers each connection the guest opens to 169.254.169.254:80 (the instance metadata
+    service); the guest network is then 169.254.0.0/16, which QEMU requires of that address.
+    `tb_size` caps TCG's translation cache (MiB), which otherwise grows to 1 GiB of memory.
+    """
     netdev = "user,id=n0"
-    if ssh_port is not None:
-        netdev += f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if metadata is not None:
+        netdev += f",net={METADATA_NET},host={METADATA_GATEWAY},dhcpstart={METADATA_GUEST}"
+    ports = {**({ssh_port: 22} if ssh_port is not None else {}), **(forwards or {})}
+    netdev += "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in ports.items())
+    if metadata is not None:
+        netdev += f",guestfwd=tcp:{METADATA_ADDRESS}:80-cmd:{metadata}"
+    accel = accelerator
+    if tb_size is not None and accelerator == "tcg":
+        accel += f",tb-size={tb_size}"
     argv = [
-        QEMU, "-accel", accelerator, "-smp", str(cpus), "-m", str(memory),
+        QEMU, "-accel", accel, "-smp", str(cpus), "-m", str(memory),
         "-display", "none", "-monitor", "none",
         "-chardev", f"file,id=console,path={_option_path(log_path)}", "-serial", "chardev:console",
         "-drive", f"file={_option_path(drive)},format={drive_format},if=virtio",
@@ -212,12 +233,14 @@ def boot(
     append: str | None = None,
     overlay: bool = True,
     disk_format: str = "qcow2",
+    metadata: str | None = None,
     record: Callable[[int], None] | None = None,
 ) -> Iterator[VM]:
     """Boot a machine from `disk` and yield it once SSH answers; power it off on every path.
 
     With `overlay` the machine writes to a throwaway qcow2 on top of `disk`, never to `disk`.
-    `record(pid)` hears of the QEMU process the moment it starts.
+    `metadata` serves the guest's instance metadata (see `machine_argv`). `record(pid)` hears of
+    the QEMU process the moment it starts.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,10 +251,11 @@ def boot(
     try:
         drive, drive_format = disk, disk_format
         if overlay_path is not None:
-            drive, drive_format = _create_overlay(runner, disk, disk_format, overlay_path), "qcow2"
+            drive, drive_format = create_overlay(runner, disk, disk_format, overlay_path), "qcow2"
         argv = machine_argv(
             drive, drive_format=drive_format, accelerator=accelerator, memory=memory, cpus=cpus,
-            log_path=log_path, ssh_port=host.port, kernel=kernel, initrd=initrd, append=append,
+            log_path=log_path, ssh_port=host.port, metadata=metadata, kernel=kernel,
+            initrd=initrd, append=append,
         )  # fmt: skip
         qemu_log = work_dir / "qemu.log"
         with signals.held():
@@ -285,7 +309,8 @@ def run_to_poweroff(
     return _read_text(log_path)
 
 
-def _create_overlay(runner: Runner, disk: Path, disk_format: str, overlay_path: Path) -> Path:
+def create_overlay(runner: Runner, disk: Path, disk_format: str, overlay_path: Path) -> Path:
+    """A qcow2 at `overlay_path` that writes on top of `disk`, which stays as it is."""
     overlay_path.unlink(missing_ok=True)
     runner.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk_format,

@@ -3,8 +3,10 @@ a local image store mapped to the AMIs registered in moto."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from bake.config import Config, ImageConfig
 from bake.console import Console
 from bake.errors import BakeError, InputError
 from bake.history import History
-from bake.local import basedisk, qemu, seed
+from bake.local import basedisk, dataplane, imds, qemu, seed
 from bake.local import cloud as local_cloud
 from bake.local.store import ImageStore
 from bake.packer import PackerVersion
@@ -105,15 +107,27 @@ class LocalTarget(Target):
     # the local cloud
 
     def prepare(self) -> None:
-        """Start the local cloud if needed, and re-seed it if it was restarted."""
+        """Start the local cloud if needed, re-seed it if it was restarted, and start the data
+        plane (machines and the load balancer) when the host has the memory it needs."""
         if self._prepared:
             return
+        machines = self.settings.machines and bool(self.config.services)
+        if machines and dataplane.running(self.state) is None:
+            dataplane.check_memory(self.config, self.state)
         base_ami = self.base_ami()
         if seed.ensure_seeded(self.cloud, self.config, base_ami):
             self.console.line(
                 f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})"
             )
             self._republish_verified()
+        if machines:
+            dataplane.up(
+                self.runner,
+                self.state,
+                self.config,
+                self.cloud.endpoint_url or "",
+                self.console.line,
+            )
         self._prepared = True
 
     def base_ami(self, suite: str = "bookworm") -> str:
@@ -227,7 +241,8 @@ class LocalTarget(Target):
     ) -> Iterator[SshHost]:
         """A QEMU machine on a throwaway overlay of the build's disk, recorded (as a
         `qemu-machine` with its pid) the moment QEMU starts, so that `bake recover` can stop it
-        after the run is killed."""
+        after the run is killed. Its metadata service says it is an instance of the build's AMI,
+        as a verification instance on EC2 is."""
         log_path = self.state.run_dir(run_id) / f"verify-{image.name}-console.log"
         private_key, _ = self.keypair
         disk = self.store.path(built.artifact or "")
@@ -244,7 +259,28 @@ class LocalTarget(Target):
                 key=private_key,
                 ssh_config=ssh.write_ssh_config(self.state.ssh),
                 boot_timeout=self.settings.boot_timeout,
+                metadata=self._verification_metadata(built, run_id, work),
                 record=lambda pid: record("qemu-machine", str(pid)),
             ) as vm,
         ):
             yield vm.ssh
+
+    def _verification_metadata(self, built: Built, run_id: str, work: Path) -> str:
+        """The metadata service of a verification machine: an instance id of its own, the AMI."""
+        document = work / "metadata.json"
+        instance_id = "i-" + hashlib.sha256(f"verify {run_id}".encode()).hexdigest()[:17]
+        imds.write_document(
+            document,
+            imds.new_document(
+                instance_id=instance_id,
+                ami_id=self.ensure_ami(built),
+                instance_type=seed.DEFAULT_INSTANCE_TYPE,
+                region=self.settings.region,
+                availability_zone=f"{self.settings.region}a",
+                local_ipv4=qemu.METADATA_GUEST,
+                launched=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                user_data=None,
+                http_tokens="required",
+            ),
+        )
+        return imds.command(document)

@@ -73,6 +73,21 @@ class Project:
     def status(self) -> dict[str, Any]:
         return self.ok("--json", "status", "demo").json
 
+    def local(self) -> dict[str, Any]:
+        """`bake local status --json`: the cloud, each service's URL, the machines."""
+        return self.ok("--json", "local", "status").json
+
+    def url(self, service: str = "demo") -> str:
+        return self.local()["services"][service]["url"]
+
+    def machines(self, color: str | None = None, service: str = "demo") -> list[dict[str, Any]]:
+        """The service's machines (of one colour), as `bake local status` lists them."""
+        return [
+            machine
+            for machine in self.local()["machines"]
+            if machine["service"] == service and color in (None, machine["color"])
+        ]
+
     def aws(self, service: str) -> Any:
         """Any AWS client pointed at the local endpoint, as a user would make one."""
         endpoint = self.ok("--json", "local", "status").json["endpoint"]

@@ -1,18 +1,28 @@
-"""The whole chain on the local target, through the `bake` command as a user runs it: a real
-Packer build under QEMU, verification on a fresh boot, registration and a blue/green swap in the
-moto server.
+"""The whole chain on the local target, through the `bake` command as a user runs it: real Packer
+builds under QEMU (`base`, then the `web` role on it), verification on a fresh boot, registration,
+and blue/green swaps whose instances are QEMU machines behind HAProxy, measured with HTTP load
+through the service's URL.
 
-The tests run in file order and build on each other: one image is baked for all of them.
+The tests run in file order and build on each other: the images are baked once for all of them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bake.polling import wait_until
+from tests.e2e.load import Load
 from tests.e2e.project import REPO, Project
 
 pytestmark = pytest.mark.vm
@@ -36,6 +46,49 @@ def stage_statuses(run: dict[str, Any]) -> dict[str, str]:
     return {stage["name"]: stage["status"] for stage in run["stages"]}
 
 
+def tags_of(project: Project, ami: str) -> dict[str, str]:
+    (image,) = project.aws("ec2").describe_images(ImageIds=[ami])["Images"]
+    return {tag["Key"]: tag["Value"] for tag in image["Tags"]}
+
+
+def ids_of(project: Project, color: str) -> set[str]:
+    return {machine["instance_id"] for machine in project.machines(color)}
+
+
+def answered_by_one_colour_then_the_other(load: Load, before: set[str], after: set[str]) -> None:
+    """Every request answered; the first ones by `before`'s machines, the last ones by `after`'s,
+    and nobody else."""
+    answers = load.in_order()
+    assert len(answers) > 40, "the load did not run"
+    failures = load.failures()
+    assert failures == [], f"{len(failures)} of {len(answers)} requests failed: {failures[:5]}"
+    served = [answer.instance_id for answer in answers]
+    assert set(served) <= before | after
+    head, tail = served[:10], served[-10:]
+    assert set(head) <= before, f"the first answers came from {set(head) - before}"
+    assert set(tail) <= after, f"the last answers came from {set(tail) - after}"
+    assert before & set(served) and after & set(served)
+
+
+def variant(tmp_path: Path, *changes: tuple[str, str]) -> Path:
+    """A copy of the shipped bake.toml with `changes` made, its paths pointing into the checkout."""
+    text = (REPO / "bake.toml").read_text()
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new)
+    for folder in ("serverspec_tests/", "packer/scripts/"):
+        text = text.replace(f'"{folder}', f'"{REPO / folder}/')
+    config = tmp_path / "bake.toml"
+    config.write_text(f'packer_dir = "{REPO / "packer"}"\n{text}')
+    return config
+
+
+def page(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
 def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(project, first) -> None:
     ami = first["ami"]
     assert first["live_color"] == "green"
@@ -56,9 +109,53 @@ def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(projec
     assert status["live"]["color"] == "green" and status["live"]["ami"] == ami
     assert status["live"]["healthy"] == status["live"]["desired"] == 2
     assert status["standby"]["color"] == "blue" and status["standby"]["ami"] != ami
+    assert status["standby"]["healthy"] == 0, "blue runs the bare base disk, which serves nothing"
     rollout = status["rollout"]
     assert (rollout["state"], rollout["incoming"], rollout["ami"]) == ("live", "green", ami)
     assert (rollout["rollback"], rollout["rollback_ami"]) == ("blue", status["standby"]["ami"])
+    parent = next(
+        run for run in runs(project) if (run["command"], run["subject"]) == ("bake", "base")
+    )
+    assert parent["status"] == "succeeded" and parent["started"] < run["started"]
+
+
+def test_every_instance_is_a_machine_and_the_url_answers_from_green(project, first) -> None:
+    ami, tags = first["ami"], tags_of(project, first["ami"])
+    green, blue = project.machines("green"), project.machines("blue")
+    assert len(green) == len(blue) == 2
+    for machine in green + blue:
+        assert machine["state"] == "running"
+        command = Path(f"/proc/{machine['pid']}/cmdline").read_bytes().split(b"\0")
+        assert machine["instance_id"].encode() in b" ".join(command)
+        assert command[command.index(b"-m") + 1] == b"384"
+        assert command[command.index(b"-smp") + 1] == b"1"
+    assert {machine["health"] for machine in green} == {"healthy"}
+    assert {machine["health"] for machine in blue} == {"unhealthy"}
+    assert {machine["ami"] for machine in green} == {ami}
+
+    seen = [page(project.url()) for _ in range(10)]
+
+    assert {answer["instance_id"] for answer in seen} == ids_of(project, "green")
+    for answer in seen:
+        assert (answer["ami_id"], answer["image"]) == (ami, "web")
+        assert answer["kernel"] == tags["bake:kernel"]
+        assert answer["digest"] == tags["bake:digest"]
+
+
+def test_target_health_is_what_the_load_balancer_sees(project, first) -> None:
+    elbv2 = project.aws("elbv2")
+
+    def states(name: str) -> dict[str, str]:
+        (group,) = elbv2.describe_target_groups(Names=[name])["TargetGroups"]
+        health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+        return {
+            entry["Target"]["Id"]: entry["TargetHealth"]["State"]
+            for entry in health["TargetHealthDescriptions"]
+        }
+
+    green, blue = states("demo-green"), states("demo-blue")
+    assert {green[instance] for instance in ids_of(project, "green")} == {"healthy"}
+    assert {blue[instance] for instance in ids_of(project, "blue")} == {"unhealthy"}
 
 
 def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
@@ -91,13 +188,16 @@ def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
 
 
 def test_the_patched_kernel_is_the_one_that_booted(project, first) -> None:
-    image = project.aws("ec2").describe_images(ImageIds=[first["ami"]])["Images"][0]
-    kernel = {tag["Key"]: tag["Value"] for tag in image["Tags"]}["bake:kernel"]
-    build_log = (project.state / "logs" / first["run_id"] / "build-base.log").read_text()
+    kernel = tags_of(project, first["ami"])["bake:kernel"]
+    parent = next(
+        run for run in runs(project) if (run["command"], run["subject"]) == ("bake", "base")
+    )
+    assert tags_of(project, parent["ami"])["bake:kernel"] == kernel, "web runs base's kernel"
+    build_log = (project.state / "logs" / parent["run_id"] / "build-base.log").read_text()
     installed = re.findall(r"Setting up linux-image-(\d[^ ]*-cloud-amd64) ", build_log)
     assert installed, "the patch step installed no kernel: the base disk is not behind the archive"
     assert kernel == installed[-1]
-    junit = (project.state / "logs" / first["run_id"] / "verify-base.xml").read_text()
+    junit = (project.state / "logs" / parent["run_id"] / "verify-base.xml").read_text()
     assert 'failures="0"' in junit and "test_running_kernel_is_the_newest_installed" in junit
 
 
@@ -113,14 +213,78 @@ def test_a_second_bake_and_swap_of_the_same_image_is_already_live(project, first
     assert project.status() == before, "the standby, the rollback target, was touched"
 
 
-def test_rollback_sends_traffic_back_to_the_standby(project, first) -> None:
-    standby_ami = project.status()["standby"]["ami"]
-    result = project.ok("--json", "rollback", "demo").json
-    assert (result["live_color"], result["ami"]) == ("blue", standby_ami)
+def test_a_swap_under_load_drops_no_request_and_moves_it_to_blue(project, first) -> None:
+    green = ids_of(project, "green")
+    with Load(project.url(), rate=20, seconds=1800) as load:
+        swapped = project.ok("--json", "bake-and-swap", "demo", "--rebuild").json
+        time.sleep(3)
+    assert swapped["live_color"] == "blue" and swapped["ami"] != first["ami"]
+    blue = ids_of(project, "blue")
+    assert {machine["ami"] for machine in project.machines("blue")} == {swapped["ami"]}
+    answered_by_one_colour_then_the_other(load, green, blue)
+    assert {answer.ami for answer in load.in_order()[-10:]} == {swapped["ami"]}
     status = project.status()
-    assert status["live"]["color"] == "blue" and status["live"]["weight"] == 100
-    assert status["standby"]["color"] == "green" and status["standby"]["healthy"] == 2
-    assert status["standby"]["ami"] == first["ami"]
+    assert (status["live"]["color"], status["live"]["healthy"]) == ("blue", 2)
+    assert (status["standby"]["color"], status["standby"]["healthy"]) == ("green", 2)
+
+
+def test_a_rollback_under_load_drops_no_request_and_moves_it_back(project, first) -> None:
+    blue, green = ids_of(project, "blue"), ids_of(project, "green")
+    with Load(project.url(), rate=20, seconds=600) as load:
+        time.sleep(3)
+        result = project.ok("--json", "rollback", "demo").json
+        time.sleep(3)
+    assert (result["live_color"], result["ami"]) == ("green", first["ami"])
+    answered_by_one_colour_then_the_other(load, blue, green)
+    status = project.status()
+    assert status["live"]["color"] == "green" and status["live"]["weight"] == 100
+    assert status["standby"]["color"] == "blue" and status["standby"]["healthy"] == 2
+
+
+def test_a_machine_killed_during_the_shift_sends_traffic_back_with_no_failed_request(
+    project, first, tmp_path
+) -> None:
+    config = variant(
+        tmp_path, ("shift_steps = [100]", 'shift_steps = [50, 100]\nshift_interval = "90s"')
+    )
+    green = ids_of(project, "green")
+    victim = project.machines("blue")[0]
+    with Load(project.url(), rate=20, seconds=600) as load:
+        swapping = subprocess.Popen(
+            project.argv("swap", "demo", config=config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=project.environment(),
+            cwd=REPO,
+        )
+        halfway = wait_until(
+            lambda: (
+                project.local()["services"]["demo"]["weights"].get("demo-blue") == 50
+                or swapping.poll() is not None
+            ),
+            300,
+            interval=1,
+        )
+        assert halfway and swapping.poll() is None, "the shift never reached 50/50"
+        time.sleep(5)
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, err = swapping.communicate(timeout=300)
+        time.sleep(3)
+    assert swapping.returncode == 1, err[-3000:]
+    assert "blue became unhealthy" in err.strip().splitlines()[-1]
+    assert victim["instance_id"] in err
+    failures = load.failures()
+    assert failures == [], f"{len(failures)} requests failed: {failures[:5]}"
+    served = load.served_by()
+    assert set(served[-10:]) <= green, "traffic did not go back to green"
+    assert set(served) & (ids_of(project, "blue") | {victim["instance_id"]}), "blue never served"
+    status = project.status()
+    assert (status["live"]["color"], status["live"]["weight"]) == ("green", 100)
+    assert status["rollout"]["state"] == "rolled-back"
+    assert "unhealthy" in status["rollout"]["reason"]
+    dead = next(m for m in project.machines("blue") if m["instance_id"] == victim["instance_id"])
+    assert dead["state"] == "dead"
 
 
 def test_a_locked_service_exits_3_and_changes_nothing(project) -> None:
@@ -180,11 +344,18 @@ def test_a_restarted_local_cloud_is_seeded_again_and_history_survives(project, f
     assert status["live"]["color"] == "blue" and status["standby"] is None
     assert [run["run_id"] for run in runs(project)][-len(runs_before) :] == runs_before
     republished = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    url = project.url()
     swapped = project.ok("--json", "swap", "demo").json
     assert swapped["live_color"] == "green" and swapped["ami"] == republished["Value"]
+    assert project.url() == url, "the service's URL changed with the restart"
+    assert page(url)["instance_id"] in ids_of(project, "green")
     image = project.aws("ec2").describe_images(ImageIds=[swapped["ami"]])["Images"][0]
     tags = {tag["Key"]: tag["Value"] for tag in image["Tags"]}
     assert tags["bake:verified"] == "true"
-    first_run = next(run for run in runs(project) if run["run_id"] == first["run_id"])
-    build = next(stage for stage in first_run["stages"] if stage["name"] == "build")
+    rebuilt = next(
+        run
+        for run in runs(project)
+        if run["ami"] == swapped["ami"] and run["command"] == "bake-and-swap"
+    )
+    build = next(stage for stage in rebuilt["stages"] if stage["name"] == "build")
     assert tags["bake:digest"] == build["outputs"]["built"]["digest"]

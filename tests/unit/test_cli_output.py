@@ -22,6 +22,9 @@ from bake.targets.local import LocalTarget
 REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = """
+[local]
+machines = false  # the test's moto server plays the cloud; no machines behind it
+
 [images.base]
 base = "debian:bookworm"
 steps = ["patch"]

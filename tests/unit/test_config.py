@@ -35,9 +35,12 @@ capacity = 2
 def test_the_shipped_config_loads() -> None:
     loaded = config.load(REPO / "bake.toml")
     assert loaded.target == "local"
-    assert list(loaded.images) == ["base"]
+    assert list(loaded.images) == ["base", "web"]
     assert [step.kind for step in loaded.images["base"].steps] == ["patch", "harden", "lineage"]
-    assert loaded.services["demo"].image == "base"
+    assert [step.kind for step in loaded.images["web"].steps] == ["shell", "lineage"]
+    assert loaded.images["web"].base_for("local").describe() == "image:base"
+    assert loaded.services["demo"].image == "web"
+    assert loaded.local.machines and loaded.local.machine_memory == 384
     assert loaded.images["base"].base_for("local").describe() == "debian:bookworm"
     assert loaded.images["base"].base_for("aws").kind == "ssm"
 
@@ -53,6 +56,11 @@ def test_defaults_and_derived_names(tmp_path: Path) -> None:
     assert service.shift_steps == [100]
     assert loaded.state_dir == Path(".bake")
     assert config.state_dir(loaded) == tmp_path / ".bake"
+    assert (loaded.local.machines, loaded.local.machine_memory, loaded.local.machine_cpus) == (
+        True,
+        384,
+        1,
+    )
 
 
 def test_durations_accept_units(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ def test_missing_tools_are_named_with_the_package_that_brings_them(project: Path
     assert not checks["qemu-system-x86_64"]["ok"]
     assert checks["qemu-system-x86_64"]["fix"] == "apt-get install -y qemu-system-x86"
     assert checks["mmdebstrap"]["fix"] == "apt-get install -y mmdebstrap"
+    assert checks["haproxy"]["fix"] == "apt-get install -y haproxy"
     assert checks["local cloud"]["ok"] and "not running" in checks["local cloud"]["detail"]
     assert "accelerator" not in checks, "no QEMU, so no probe"
 
@@ -65,13 +66,13 @@ def test_the_human_report_names_each_fix_and_exits_1(project: Path, capsys) -> N
     assert code == 1
     assert lines[0].startswith("ok  packer: 1.6.6")
     assert "MISSING qemu-system-x86_64: not found  -> apt-get install -y qemu-system-x86" in lines
-    assert captured.err.startswith("error: 4 required check(s) failed: qemu-system-x86_64, ")
+    assert captured.err.startswith("error: 5 required check(s) failed: qemu-system-x86_64, ")
     assert "mmdebstrap" in captured.err
 
 
 def test_everything_present_exits_0(project: Path, capsys) -> None:
     bin_dir = project / "bin"
-    for tool in ("qemu-img", "mmdebstrap", "mke2fs"):
+    for tool in ("qemu-img", "mmdebstrap", "mke2fs", "haproxy"):
         fake = bin_dir / tool
         fake.write_text("#!/bin/sh\nexit 0\n")
         fake.chmod(0o755)
@@ -83,3 +84,20 @@ def test_everything_present_exits_0(project: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert code == 0, out
     assert "MISSING" not in out
+
+
+def test_a_project_with_services_is_told_what_its_machines_need(project: Path, capsys) -> None:
+    service = '\n[services.demo]\nimage = "base"\ncapacity = 2\n'
+    (project / "bake.toml").write_text(CONFIG + service)
+    main(["doctor", "--json"])
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    assert checks["memory"]["ok"], checks["memory"]
+    assert "for 4 service machines and a build machine" in checks["memory"]["detail"]
+
+    huge = service.replace("capacity = 2", "capacity = 5000")
+    (project / "bake.toml").write_text(CONFIG + huge)
+    main(["doctor", "--json"])
+    checks = {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    assert not checks["memory"]["ok"]
+    assert checks["memory"]["detail"].startswith("the local machines need ")
+    assert "machine_memory" in checks["memory"]["fix"]

@@ -288,8 +288,11 @@ def test_a_missing_report_is_one_error_and_absent_counts_are_zero(tmp_path: Path
     assert read_junit(path).summary() == "0 checks, 0 failed, 0 errors"
 
 
-def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(tmp_path: Path) -> None:
+def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(
+    tmp_path: Path, cloud
+) -> None:
     ctx = make_context(tmp_path)
+    ctx.target._cloud = cloud
     disk = tmp_path / "built.qcow2"
     disk.write_bytes(b"a built image")
     built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
@@ -304,3 +307,32 @@ def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(tmp_pa
     (machine,) = ctx.runner.processes
     assert recorded == [("qemu-machine", str(machine.pid), 0)]
     assert machine.stopped
+    netdev = machine.argv[machine.argv.index("-netdev") + 1]
+    assert "guestfwd=tcp:169.254.169.254:80-cmd:" in netdev, "the machine has a metadata service"
+
+
+def test_a_local_verification_machine_is_told_it_is_an_instance_of_the_built_ami(
+    tmp_path: Path, cloud
+) -> None:
+    from bake.local import imds
+
+    ctx = make_context(tmp_path)
+    ctx.target._cloud = cloud
+    disk = tmp_path / "built.qcow2"
+    disk.write_bytes(b"a built image")
+    built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+    documents = []
+
+    def keep_document(argv: list[str]) -> None:
+        netdev = argv[argv.index("-netdev") + 1]
+        path = netdev.rsplit(" ", 1)[1]
+        documents.append(imds.read_document(path))
+
+    ctx.runner.on("qemu-system-x86_64", effect=keep_document)
+    with ctx.target.machine(built, ctx.require_image(), run_id="r7", record=lambda *_: None):
+        pass
+
+    (document,) = documents
+    assert document.ami_id == ctx.target.ensure_ami(built)
+    assert document.instance_id.startswith("i-") and len(document.instance_id) == 19
+    assert (document.http_tokens, document.user_data) == ("required", None)

@@ -1,0 +1,454 @@
+"""The local data plane's supervisor: a process that outlives commands, as the moto server does,
+and makes what the local cloud holds real.
+
+About once a second it reads the configured services from the local cloud (their Auto Scaling
+groups' instances, their target groups and what is registered in them, the listener's forward
+weights) and reconciles: a QEMU machine for every instance (`machines.Fleet`), HAProxy following
+the listeners and target groups (`haproxy.HAProxy`), and HAProxy's health checks reported back as
+the target groups' target health (through the moto server's health file). It writes what it runs
+to `dataplane.json`, which `bake local status` shows. Started by `bake local up` (and by every
+command that prepares the local target); SIGTERM stops it and HAProxy, and leaves the machines to
+the next supervisor or to `bake local down`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bake import bluegreen, localhost, ssh
+from bake import config as config_module
+from bake.aws import elbv2, launch_templates
+from bake.aws.session import Cloud
+from bake.aws.tags import tags_of
+from bake.config import COLORS, Config
+from bake.errors import BakeError
+from bake.history import History
+from bake.local import haproxy, qemu
+from bake.local.cloud import health_file
+from bake.local.machines import Fleet, Instance, Machine
+from bake.local.store import ImageStore
+from bake.runner import Runner
+from bake.state import StateDir
+
+MODULE = "bake.local.supervisor"
+STATUS_NAME = "dataplane.json"
+PORTS_NAME = "ports.json"
+INTERVAL = 1.0
+# Lifecycle states of an Auto Scaling group's instance that keep its machine.
+KEPT = {"Pending", "Pending:Wait", "Pending:Proceed", "InService", "Standby", "EnteringStandby"}
+
+
+@dataclass(frozen=True)
+class TargetGroupView:
+    """A target group as the local cloud holds it: its health check and registered instances."""
+
+    name: str
+    arn: str
+    health: haproxy.HealthCheck
+    registered: frozenset[str]
+
+
+@dataclass(frozen=True)
+class View:
+    """What the data plane follows: every instance of the services' groups that should run,
+    their target groups, and each service's forward weights by target group name."""
+
+    instances: dict[str, Instance]
+    target_groups: dict[str, TargetGroupView]
+    weights: dict[str, dict[str, int]]
+
+
+def target_group_names(config: Config) -> list[str]:
+    """Both colours' target groups of every service, in config order."""
+    return [
+        service.names(color).target_group
+        for service in config.services.values()
+        for color in COLORS
+    ]
+
+
+def _target_groups(cloud: Cloud, names: list[str]) -> dict[str, TargetGroupView]:
+    elb = cloud.client("elbv2")
+    found: dict[str, TargetGroupView] = {}
+    for page in elb.get_paginator("describe_target_groups").paginate():
+        for group in page["TargetGroups"]:
+            name = group["TargetGroupName"]
+            if name not in names:
+                continue
+            described = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+            registered = frozenset(
+                entry["Target"]["Id"] for entry in described["TargetHealthDescriptions"]
+            )
+            found[name] = TargetGroupView(
+                name,
+                group["TargetGroupArn"],
+                haproxy.HealthCheck.from_target_group(group),
+                registered,
+            )
+    return found
+
+
+def _instances(cloud: Cloud, config: Config) -> dict[str, Instance]:
+    owners = {
+        service.names(color).asg: (service.name, color)
+        for service in config.services.values()
+        for color in COLORS
+    }
+    groups = cloud.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=list(owners)
+    )["AutoScalingGroups"]
+    members = {
+        instance["InstanceId"]: (
+            *owners[group["AutoScalingGroupName"]],
+            group.get("LaunchTemplate"),
+        )
+        for group in groups
+        for instance in group.get("Instances", [])
+        if instance["LifecycleState"] in KEPT
+    }
+    if not members:
+        return {}
+    reservations = cloud.client("ec2").describe_instances(InstanceIds=list(members))
+    instances = {}
+    for reservation in reservations["Reservations"]:
+        for described in reservation["Instances"]:
+            if described["State"]["Name"] not in ("pending", "running"):
+                continue
+            instance_id = described["InstanceId"]
+            service, color, template = members[instance_id]
+            tags = tags_of(described)
+            template = template or {
+                "LaunchTemplateId": tags.get("aws:ec2launchtemplate:id", ""),
+                "Version": tags.get("aws:ec2launchtemplate:version", ""),
+            }
+            launched = described.get("LaunchTime")
+            instances[instance_id] = Instance(
+                instance_id,
+                service,
+                color,
+                described["ImageId"],
+                instance_type=described.get("InstanceType", "t3.micro"),
+                availability_zone=described.get("Placement", {}).get("AvailabilityZone", ""),
+                private_ip=described.get("PrivateIpAddress") or qemu.METADATA_GUEST,
+                launched=launched.strftime("%Y-%m-%dT%H:%M:%SZ") if launched else "",
+                launch_template_id=template.get("LaunchTemplateId", ""),
+                launch_template_version=str(template.get("Version", "")),
+            )
+    return instances
+
+
+def _weights(cloud: Cloud, config: Config, arns: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Service -> target group name -> weight in the forward action of its listener (or rule)."""
+    names = {arn: name for name, arn in arns.items()}
+    weights: dict[str, dict[str, int]] = {}
+    for service in config.services.values():
+        try:
+            _, actions = bluegreen.find_switch(cloud, service)
+        except BakeError:
+            weights[service.name] = {}  # not seeded yet
+            continue
+        weights[service.name] = {
+            names[arn]: weight
+            for arn, weight in elbv2.forward_weights(actions).items()
+            if arn in names
+        }
+    return weights
+
+
+def observe(cloud: Cloud, config: Config) -> View:
+    """Read what the data plane follows from the local cloud."""
+    target_groups = _target_groups(cloud, target_group_names(config))
+    arns = {name: group.arn for name, group in target_groups.items()}
+    return View(_instances(cloud, config), target_groups, _weights(cloud, config, arns))
+
+
+def launched_from(
+    cloud: Cloud, instance: Instance, cache: dict[tuple[str, str], dict[str, Any]]
+) -> Instance:
+    """`instance` with the user data and metadata options of the launch template version it runs:
+    its group's pinned version (a group is emptied before it moves to another version), else the
+    version EC2 tagged the instance with."""
+    import base64
+
+    key = (instance.launch_template_id, instance.launch_template_version)
+    if not all(key):
+        return instance
+    if key not in cache:
+        cache[key] = launch_templates.version(cloud, *key)["LaunchTemplateData"]
+    data = cache[key]
+    options = data.get("MetadataOptions") or {}
+    user_data = data.get("UserData")
+    return replace(
+        instance,
+        user_data=base64.b64decode(user_data) if user_data else None,
+        http_tokens=options.get("HttpTokens", "optional"),
+        http_endpoint=options.get("HttpEndpoint", "enabled"),
+    )
+
+
+def frontend_ports(state: StateDir, services: list[str], taken: set[int]) -> dict[str, int]:
+    """A port on 127.0.0.1 for each service's frontend, kept across restarts (the service's URL
+    stays the same) unless something else took it."""
+    path = state.local / PORTS_NAME
+    try:
+        recorded = {key: int(value) for key, value in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        recorded = {}
+    ports = {}
+    for service in services:
+        port = recorded.get(service)
+        if port is None or not (port in taken or _free(port)):
+            port = localhost.free_port()
+        ports[service] = port
+    path.write_text(json.dumps({**recorded, **ports}, indent=2) + "\n", encoding="utf-8")
+    return ports
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write `payload` to `path` in one step: readers see the old file or the new one."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Supervisor:
+    """One reconciliation of the data plane per `step()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateDir,
+        cloud: Cloud,
+        fleet: Fleet,
+        balancer: haproxy.HAProxy,
+        ports: dict[str, int],
+        log: Any,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.cloud = cloud
+        self.fleet = fleet
+        self.balancer = balancer
+        self.ports = ports
+        self.log = log
+        self.started = _now()
+        self.ever_up: set[tuple[str, str]] = set()
+        self.view = View({}, {}, {})
+        self.health: dict[tuple[str, str], haproxy.ServerHealth] = {}
+
+    def desired(self, view: View, leaving: set[str]) -> haproxy.Desired:
+        """HAProxy's state for this view: machines that are leaving are left out (drained)."""
+        frontends = tuple(
+            haproxy.Frontend(
+                service.name,
+                self.ports[service.name],
+                view.weights.get(service.name, {}),
+                tuple(service.names(color).target_group for color in COLORS),
+            )
+            for service in self.config.services.values()
+        )
+        backends = []
+        for name in target_group_names(self.config):
+            group = view.target_groups.get(name)
+            servers = []
+            for instance_id in sorted(group.registered if group else ()):
+                machine = self.fleet.machines.get(instance_id)
+                if (
+                    instance_id in view.instances
+                    and instance_id not in leaving
+                    and machine is not None
+                    and machine.http_port
+                ):
+                    servers.append(haproxy.Server(instance_id, machine.http_port))
+            health = group.health if group else haproxy.HealthCheck()
+            backends.append(haproxy.Backend(name, health, tuple(servers)))
+        return haproxy.Desired(frontends, tuple(backends))
+
+    def start(self) -> None:
+        self.balancer.start(self.desired(self.view, set()))
+
+    def step(self) -> None:
+        view = observe(self.cloud, self.config)
+        self.view = view
+        self.fleet.refresh()
+        templates: dict[tuple[str, str], dict[str, Any]] = {}
+        for instance_id, instance in view.instances.items():
+            if instance_id not in self.fleet.machines:
+                self.fleet.start(launched_from(self.cloud, instance, templates))
+        leaving = set(self.fleet.machines) - set(view.instances)
+        self.balancer.apply(self.desired(view, leaving))
+        draining = {server for _, server in self.balancer.draining()}
+        for instance_id in leaving - draining - self.fleet.stopping():
+            self.log(f"{instance_id}: the instance left its group; stopping its machine")
+            self.fleet.stop_later(instance_id)
+        self.health = self.balancer.health()
+        write_json(health_file(self.state), self.health_report(view))
+        write_json(self.state.local / STATUS_NAME, self.status(running=True))
+
+    def health_report(self, view: View) -> dict[str, Any]:
+        """Target health by target group name and instance id, as HAProxy sees it."""
+        groups: dict[str, dict[str, dict[str, str]]] = {}
+        for name in target_group_names(self.config):
+            answers: dict[str, dict[str, str]] = {}
+            group = view.target_groups.get(name)
+            for instance_id in group.registered if group else ():
+                machine = self.fleet.machines.get(instance_id)
+                seen = self.health.get((name, instance_id))
+                if machine is not None and machine.state == "failed":
+                    answers[instance_id] = {
+                        "State": "unhealthy",
+                        "Reason": "Target.FailedHealthChecks",
+                        "Description": f"its machine could not start: {machine.error}",
+                    }
+                elif seen is not None:
+                    answers[instance_id] = self.target_health(name, instance_id, seen)
+            groups[name] = answers
+        return {"updated": time.time(), "target_groups": groups}
+
+    def target_health(
+        self, target_group: str, instance_id: str, seen: haproxy.ServerHealth
+    ) -> dict[str, str]:
+        """AWS's answer for what HAProxy sees: a target is `initial` until it was healthy once
+        or its machine is up (then failing checks make it `unhealthy`, as on AWS)."""
+        if seen.up:
+            self.ever_up.add((target_group, instance_id))
+        machine = self.fleet.machines.get(instance_id)
+        checked = (target_group, instance_id) in self.ever_up or (
+            machine is not None and machine.state in ("running", "dead")
+        )
+        return seen.target_health(ever_up=checked)
+
+    def machine_entry(self, machine: Machine) -> dict[str, Any]:
+        entry = machine.to_dict()
+        target_group = self.config.service(machine.service).names(machine.color).target_group
+        seen = self.health.get((target_group, machine.instance_id))
+        entry["target_group"] = target_group
+        entry["health"] = (
+            self.target_health(target_group, machine.instance_id, seen)["State"] if seen else None
+        )
+        return entry
+
+    def status(self, *, running: bool) -> dict[str, Any]:
+        services = {}
+        for service in self.config.services.values():
+            port = self.ports[service.name]
+            services[service.name] = {
+                "url": f"http://127.0.0.1:{port}/",
+                "port": port,
+                "load_balancer": service.load_balancer,
+                "weights": self.view.weights.get(service.name, {}),
+            }
+        return {
+            "running": running,
+            "pid": os.getpid(),
+            "started": self.started,
+            "updated": _now(),
+            "endpoint": self.cloud.endpoint_url,
+            "state_dir": str(self.state.root),
+            "config": str(self.config.path),
+            "haproxy": {"pid": self.balancer.pid, "directory": str(self.balancer.directory)},
+            "services": services,
+            "machines": [self.machine_entry(m) for m in list(self.fleet.machines.values())],
+        }
+
+
+def _logger() -> Any:
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            print(f"{datetime.now(UTC).strftime('%H:%M:%S')} {line}", flush=True)
+
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=MODULE, description="The local data plane.")
+    parser.add_argument("--state", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--endpoint", required=True)
+    args = parser.parse_args(argv)
+    log = _logger()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stop_signal, on_signal)
+
+    config = config_module.load(args.config)
+    state = StateDir(args.state).ensure()
+    runner = Runner()
+    settings = config.local
+    cloud = Cloud(settings.region, endpoint_url=args.endpoint)
+    key, _ = ssh.ensure_keypair(runner, state.ssh)
+    fleet = Fleet(
+        runner,
+        state,
+        settings,
+        ImageStore(state.store, History(state.history_db)),
+        accelerator=qemu.choose_accelerator(runner, state.local, settings.accelerator),
+        key=key,
+        region=settings.region,
+        log=log,
+    )
+    fleet.load()
+    balancer = haproxy.HAProxy(runner, state.local / "haproxy")
+    balancer.stop_stale()
+    ports = frontend_ports(state, list(config.services), set())
+    supervisor = Supervisor(config, state, cloud, fleet, balancer, ports, log)
+    supervisor.start()
+    log(f"data plane up: {', '.join(f'{n} on 127.0.0.1:{p}' for n, p in ports.items())}")
+    failing = ""
+    try:
+        while not stop.is_set():
+            try:
+                supervisor.step()
+                failing = ""
+            except (BakeError, BotoCoreError, ClientError, OSError) as exc:
+                if str(exc) != failing:  # say it once, not every second
+                    log(f"cannot reconcile: {exc}")
+                    failing = str(exc)
+            stop.wait(INTERVAL)
+    except Exception:
+        log("the supervisor failed:\n" + traceback.format_exc())
+        raise
+    finally:
+        balancer.stop()
+        write_json(state.local / STATUS_NAME, supervisor.status(running=False))
+        log("data plane stopped; machines left running for the next supervisor or `local down`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

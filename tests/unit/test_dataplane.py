@@ -1,0 +1,111 @@
+"""Starting the local data plane: what its machines need of the host's memory (checked before
+anything starts), and when a running supervisor must be restarted for a changed config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bake.cli import main
+from bake.config import from_dict
+from bake.errors import InputError
+from bake.local import dataplane
+from bake.local.machines import QEMU_OVERHEAD
+from bake.state import StateDir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config_of(tmp_path: Path, services: dict, **local) -> object:
+    (tmp_path / "suites").mkdir(exist_ok=True)
+    raw = {
+        "local": local,
+        "images": {"base": {"base": "debian:bookworm", "steps": [], "verify": ["suites"]}},
+        "services": {name: {"image": "base", **body} for name, body in services.items()},
+    }
+    return from_dict(raw, tmp_path / "bake.toml")
+
+
+def meminfo(tmp_path: Path, available_mib: int) -> Path:
+    path = tmp_path / "meminfo"
+    path.write_text(
+        f"MemTotal:       99999999 kB\nMemFree:         1000 kB\n"
+        f"MemAvailable:   {available_mib * 1024} kB\n"
+    )
+    return path
+
+
+def test_the_need_is_both_colours_of_every_service_and_a_build_machine(tmp_path) -> None:
+    config = config_of(
+        tmp_path,
+        {"demo": {"capacity": 2}, "shop": {"capacity": {"min": 1, "desired": 3, "max": 6}}},
+        machine_memory=256,
+        memory=1024,
+    )
+    need = dataplane.memory_need(config)
+
+    assert need.machines == 2 * 2 + 2 * 3
+    assert need.per_machine == 256 + QEMU_OVERHEAD
+    assert need.build == 1024 + dataplane.BUILD_OVERHEAD
+    assert need.total == 10 * (256 + QEMU_OVERHEAD) + 1024 + dataplane.BUILD_OVERHEAD
+
+
+def test_machines_that_fit_pass_and_one_mib_short_is_refused(tmp_path) -> None:
+    config = config_of(tmp_path, {"demo": {"capacity": 2}})
+    state = StateDir(tmp_path / "state").ensure()
+    need = dataplane.memory_need(config).total
+
+    dataplane.check_memory(config, state, meminfo(tmp_path, need))
+    with pytest.raises(InputError) as refused:
+        dataplane.check_memory(config, state, meminfo(tmp_path, need - 1))
+
+    assert refused.value.exit_code == 2
+    message = refused.value.format_message()
+    assert f"need {need} MiB" in message and f"has {need - 1} MiB available" in message
+    assert "demo: 2 colours x 2" in message and "machine_memory" in message
+
+
+def test_the_digest_follows_services_and_machines_not_rollout_settings(tmp_path) -> None:
+    base = dataplane.plan_digest(config_of(tmp_path, {"demo": {"capacity": 2}}))
+
+    assert base == dataplane.plan_digest(
+        config_of(tmp_path, {"demo": {"capacity": 3, "soak": "1m", "shift_steps": [50, 100]}})
+    )
+    assert base != dataplane.plan_digest(config_of(tmp_path, {"shop": {"capacity": 2}}))
+    assert base != dataplane.plan_digest(
+        config_of(tmp_path, {"demo": {"capacity": 2, "listener_port": 8080}})
+    )
+    assert base != dataplane.plan_digest(
+        config_of(tmp_path, {"demo": {"capacity": 2}}, machine_memory=512)
+    )
+
+
+def test_local_up_without_the_memory_exits_2_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    shutil.copytree(REPO / "serverspec_tests", tmp_path / "serverspec_tests")
+    (tmp_path / "bake.toml").write_text(
+        '[images.base]\nbase = "debian:bookworm"\nsteps = ["patch"]\n'
+        'verify = ["serverspec_tests/base"]\n\n'
+        '[services.demo]\nimage = "base"\ncapacity = { min = 1, desired = 500, max = 500 }\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BAKE_CONFIG", raising=False)
+    monkeypatch.delenv("BAKE_STATE_DIR", raising=False)
+
+    code = main(["local", "up"])
+    err = capsys.readouterr().err
+
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: the local machines need ")
+    assert "1000 machines" in err
+    assert not (tmp_path / ".bake" / "local" / "cloud.json").exists()
+    assert not (tmp_path / ".bake" / "images").exists() or not any(
+        (tmp_path / ".bake" / "images").iterdir()
+    ), "no base disk was built"
+    code = main(["--json", "local", "status"])
+    status = json.loads(capsys.readouterr().out)
+    assert (code, status["running"], status["machines"]) == (0, False, [])
