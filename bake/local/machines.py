@@ -146,6 +146,7 @@ class Fleet:
         self.directory = state.local / "machines"
         self.machines: dict[str, Machine] = {}
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
         self._stopping: dict[str, threading.Thread] = {}
 
     # the record
@@ -165,12 +166,13 @@ class Fleet:
         self.save()
 
     def save(self) -> None:
-        with self._lock:
-            entries = [machine.to_dict() for machine in self.machines.values()]
-        self.state.local.mkdir(parents=True, exist_ok=True)
-        partial = self.record_path.with_suffix(".partial")
-        partial.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, self.record_path)
+        with self._saving:  # stops in the background save too
+            with self._lock:
+                entries = [machine.to_dict() for machine in self.machines.values()]
+            self.state.local.mkdir(parents=True, exist_ok=True)
+            partial = self.record_path.with_suffix(".partial")
+            partial.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+            os.replace(partial, self.record_path)
 
     # starting
 

@@ -37,7 +37,7 @@ from bake.aws.tags import tags_of
 from bake.config import COLORS, Config
 from bake.errors import BakeError
 from bake.history import History
-from bake.local import haproxy, qemu
+from bake.local import haproxy, haproxy_config, qemu
 from bake.local.cloud import health_file
 from bake.local.machines import Fleet, Instance, Machine
 from bake.local.store import ImageStore
@@ -58,7 +58,7 @@ class TargetGroupView:
 
     name: str
     arn: str
-    health: haproxy.HealthCheck
+    health: haproxy_config.HealthCheck
     registered: frozenset[str]
 
 
@@ -96,7 +96,7 @@ def _target_groups(cloud: Cloud, names: list[str]) -> dict[str, TargetGroupView]
             found[name] = TargetGroupView(
                 name,
                 group["TargetGroupArn"],
-                haproxy.HealthCheck.from_target_group(group),
+                haproxy_config.HealthCheck.from_target_group(group),
                 registered,
             )
     return found
@@ -262,13 +262,15 @@ class Supervisor:
         self.log = log
         self.started = _now()
         self.ever_up: set[tuple[str, str]] = set()
+        self.said: dict[tuple[str, str], str] = {}
+        self.problem = ""
         self.view = View({}, {}, {})
         self.health: dict[tuple[str, str], haproxy.ServerHealth] = {}
 
-    def desired(self, view: View, leaving: set[str]) -> haproxy.Desired:
+    def desired(self, view: View, leaving: set[str]) -> haproxy_config.Desired:
         """HAProxy's state for this view: machines that are leaving are left out (drained)."""
         frontends = tuple(
-            haproxy.Frontend(
+            haproxy_config.Frontend(
                 service.name,
                 self.ports[service.name],
                 view.weights.get(service.name, {}),
@@ -288,10 +290,10 @@ class Supervisor:
                     and machine is not None
                     and machine.http_port
                 ):
-                    servers.append(haproxy.Server(instance_id, machine.http_port))
-            health = group.health if group else haproxy.HealthCheck()
-            backends.append(haproxy.Backend(name, health, tuple(servers)))
-        return haproxy.Desired(frontends, tuple(backends))
+                    servers.append(haproxy_config.Server(instance_id, machine.http_port))
+            health = group.health if group else haproxy_config.HealthCheck()
+            backends.append(haproxy_config.Backend(name, health, tuple(servers)))
+        return haproxy_config.Desired(frontends, tuple(backends))
 
     def start(self) -> None:
         self.balancer.start(self.desired(self.view, set()))
@@ -305,7 +307,10 @@ class Supervisor:
             if instance_id not in self.fleet.machines:
                 self.fleet.start(launched_from(self.cloud, instance, templates))
         leaving = set(self.fleet.machines) - set(view.instances)
-        self.balancer.apply(self.desired(view, leaving))
+        try:
+            self.balancer.apply(self.desired(view, leaving))
+        except BakeError as exc:  # the health HAProxy reports is still worth writing
+            self.complain(f"HAProxy: {exc}")
         draining = {server for _, server in self.balancer.draining()}
         for instance_id in leaving - draining - self.fleet.stopping():
             self.log(f"{instance_id}: the instance left its group; stopping its machine")
@@ -313,6 +318,12 @@ class Supervisor:
         self.health = self.balancer.health()
         write_json(health_file(self.state), self.health_report(view))
         write_json(self.state.local / STATUS_NAME, self.status(running=True))
+
+    def complain(self, problem: str) -> None:
+        """Log a problem once, not at every step it lasts."""
+        if problem != self.problem:
+            self.log(problem)
+        self.problem = problem
 
     def health_report(self, view: View) -> dict[str, Any]:
         """Target health by target group name and instance id, as HAProxy sees it."""
@@ -332,7 +343,27 @@ class Supervisor:
                 elif seen is not None:
                     answers[instance_id] = self.target_health(name, instance_id, seen)
             groups[name] = answers
+            for instance_id, answer in answers.items():
+                self._say_changes(name, instance_id, answer)
         return {"updated": time.time(), "target_groups": groups}
+
+    def _say_changes(self, target_group: str, instance_id: str, answer: dict[str, str]) -> None:
+        """Log a target's health when it changes, with how long its machine has run."""
+        key = (target_group, instance_id)
+        if self.said.get(key) == answer["State"]:
+            return
+        self.said[key] = answer["State"]
+        machine = self.fleet.machines.get(instance_id)
+        since = ""
+        if machine is not None and machine.started:
+            started = datetime.strptime(machine.started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            since = (
+                f", {(datetime.now(UTC) - started).total_seconds():.0f}s after its machine started"
+            )
+        reason = (
+            f" ({answer['Reason']}: {answer.get('Description', '')})" if "Reason" in answer else ""
+        )
+        self.log(f"{instance_id}: {answer['State']} in {target_group}{since}{reason}")
 
     def target_health(
         self, target_group: str, instance_id: str, seen: haproxy.ServerHealth
@@ -429,20 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(config, state, cloud, fleet, balancer, ports, log)
     supervisor.start()
     log(f"data plane up: {', '.join(f'{n} on 127.0.0.1:{p}' for n, p in ports.items())}")
-    failing = ""
     try:
         while not stop.is_set():
             try:
                 supervisor.step()
-                failing = ""
+                supervisor.problem = ""
             except (BakeError, BotoCoreError, ClientError, OSError) as exc:
-                if str(exc) != failing:  # say it once, not every second
-                    log(f"cannot reconcile: {exc}")
-                    failing = str(exc)
+                supervisor.complain(f"cannot reconcile: {exc}")
+            except Exception:  # a bug: keep the machines and HAProxy going, say it once
+                supervisor.complain("cannot reconcile:\n" + traceback.format_exc())
             stop.wait(INTERVAL)
-    except Exception:
-        log("the supervisor failed:\n" + traceback.format_exc())
-        raise
     finally:
         balancer.stop()
         write_json(state.local / STATUS_NAME, supervisor.status(running=False))

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from bake.errors import BakeError
-from bake.local.haproxy import Backend, Desired, Frontend, HAProxy, HealthCheck, Server
+from bake.local.haproxy import HAProxy
+from bake.local.haproxy_config import Backend, Desired, Frontend, HealthCheck, Server
 from bake.localhost import free_port, pid_alive
 from bake.polling import wait_until
 from bake.runner import Runner

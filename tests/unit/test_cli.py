@@ -148,3 +148,38 @@ def test_help_lists_every_command(capsys) -> None:
         "doctor",
     ):
         assert f"  {command}" in out
+
+
+def test_local_status_for_people_names_each_url_and_lists_the_machines() -> None:
+    from bake.cli import describe_local
+
+    machine = {
+        "instance_id": "i-0a1", "service": "demo", "color": "green", "ami": "ami-0w",
+        "pid": 4242, "ssh_port": 40001, "http_port": 40002, "state": "running",
+        "health": "healthy",
+    }  # fmt: skip
+    info = {
+        "running": True, "endpoint": "http://127.0.0.1:5000", "region": "us-east-1", "pid": 7,
+        "data_plane": {"running": True}, "services": {"demo": {"url": "http://127.0.0.1:8080/"}},
+        "machines": [machine, {**machine, "instance_id": "i-0b22", "pid": None, "state": "failed",
+                               "health": None}],
+    }  # fmt: skip
+
+    lines = describe_local(info).splitlines()
+
+    assert lines[:2] == [
+        "local cloud running at http://127.0.0.1:5000 (us-east-1, pid 7)",
+        "service demo at http://127.0.0.1:8080/",
+    ]
+    assert lines[2].split() == [
+        "instance_id", "service", "color", "ami", "pid", "ssh_port", "http_port", "state",
+        "health",
+    ]  # fmt: skip
+    assert lines[3].split() == [
+        "i-0a1", "demo", "green", "ami-0w", "4242", "40001", "40002", "running", "healthy"
+    ]  # fmt: skip
+    assert lines[4].split()[4] == "-" and lines[4].split()[-2:] == ["failed", "-"]
+    assert lines[3].index("green") == lines[2].index("color"), "the columns line up"
+    stopped = describe_local({**info, "data_plane": {"running": False}, "machines": []})
+    assert "data plane not running" in stopped and stopped.endswith("no machines")
+    assert describe_local({**info, "running": False}) == "local cloud not running"

@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from bake.errors import BakeError
-from bake.local import haproxy
-from bake.local.haproxy import (
+from bake.local import haproxy, haproxy_config
+from bake.local.haproxy import HAProxy, ServerHealth, UnixSocketClient, parse_stat
+from bake.local.haproxy_config import (
     Backend,
     Desired,
     Frontend,
-    HAProxy,
     HealthCheck,
     Server,
-    ServerHealth,
-    UnixSocketClient,
-    parse_stat,
     render,
     socket_directory,
     status_expect,
@@ -211,7 +208,7 @@ def section(config: str, title: str) -> list[str]:
 
 def test_each_service_gets_a_frontend_and_a_backend_of_its_target_groups(tmp_path) -> None:
     config = render(two_services(tmp_path), tmp_path)
-    tag = haproxy._tag(tmp_path)
+    tag = haproxy_config._tag(tmp_path)
 
     assert section(config, "frontend svc-shop") == [
         "bind 127.0.0.1:8001",
@@ -821,10 +818,12 @@ def test_a_short_directory_holds_its_socket(tmp_path) -> None:
 
 def test_a_socket_path_over_haproxys_limit_moves_to_a_short_private_directory(tmp_path) -> None:
     short = tmp_path / "s"
-    fits = Path("/" + "d" * (haproxy.SOCKET_PATH_LIMIT - len("//admin.sock")))
+    fits = Path("/" + "d" * (haproxy_config.SOCKET_PATH_LIMIT - len("//admin.sock")))
     over = Path(str(fits) + "x")
 
-    assert len(str(socket_directory(fits, short) / "admin.sock")) == haproxy.SOCKET_PATH_LIMIT
+    assert (
+        len(str(socket_directory(fits, short) / "admin.sock")) == haproxy_config.SOCKET_PATH_LIMIT
+    )
     moved = socket_directory(over, short)
     assert moved.parent == short and moved.name.startswith("goldenbake-haproxy-")
     assert socket_directory(over, short) == moved

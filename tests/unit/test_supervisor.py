@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bake.aws import autoscaling, elbv2, launch_templates
-from bake.local import haproxy, supervisor
+from bake.local import haproxy, haproxy_config, supervisor
 from bake.local.machines import Instance, Machine
 from bake.local.seed import ensure_seeded
 from bake.state import StateDir
@@ -49,14 +49,14 @@ class FakeFleet:
 class FakeBalancer:
     directory: Path = Path("/lb")
     pid: int = 7
-    applied: list[haproxy.Desired] = field(default_factory=list)
+    applied: list[haproxy_config.Desired] = field(default_factory=list)
     seen: dict[tuple[str, str], haproxy.ServerHealth] = field(default_factory=dict)
     drains: set[tuple[str, str]] = field(default_factory=set)
 
-    def start(self, desired: haproxy.Desired) -> None:
+    def start(self, desired: haproxy_config.Desired) -> None:
         self.applied.append(desired)
 
-    def apply(self, desired: haproxy.Desired) -> None:
+    def apply(self, desired: haproxy_config.Desired) -> None:
         self.applied.append(desired)
 
     def health(self) -> dict[tuple[str, str], haproxy.ServerHealth]:
@@ -106,7 +106,7 @@ def test_observe_reads_instances_target_groups_and_weights(seeded, config, base_
     assert first.launch_template_id.startswith("lt-") and first.launch_template_version == "1"
     (group,) = view.target_groups.values()
     assert group.name == "demo-blue" and group.registered == frozenset(ids)
-    assert group.health == haproxy.HealthCheck(
+    assert group.health == haproxy_config.HealthCheck(
         path="/health", matcher="200", interval=5, timeout=3, healthy=2, unhealthy=2
     )
     assert view.weights == {"demo": {"demo-blue": 100}}
