@@ -48,6 +48,8 @@ MODULE = "bake.local.supervisor"
 STATUS_NAME = "dataplane.json"
 PORTS_NAME = "ports.json"
 INTERVAL = 1.0
+# HAProxy's check results that passed ("DOWN 1/2" with one of these is on its way up).
+PASSED_CHECKS = {"L4OK", "L6OK", "L7OK"}
 # Lifecycle states of an Auto Scaling group's instance that keep its machine.
 KEPT = {"Pending", "Pending:Wait", "Pending:Proceed", "InService", "Standby", "EnteringStandby"}
 
@@ -369,12 +371,14 @@ class Supervisor:
         self, target_group: str, instance_id: str, seen: haproxy.ServerHealth
     ) -> dict[str, str]:
         """AWS's answer for what HAProxy sees: a target is `initial` until it was healthy once
-        or its machine is up (then failing checks make it `unhealthy`, as on AWS)."""
+        or its machine is up (then failing checks make it `unhealthy`, as on AWS; passing ones
+        that have not reached the healthy threshold keep it `initial`)."""
         if seen.up:
             self.ever_up.add((target_group, instance_id))
         machine = self.fleet.machines.get(instance_id)
+        rising = seen.status.startswith("DOWN ") and seen.check_status in PASSED_CHECKS
         checked = (target_group, instance_id) in self.ever_up or (
-            machine is not None and machine.state in ("running", "dead")
+            machine is not None and machine.state in ("running", "dead") and not rising
         )
         return seen.target_health(ever_up=checked)
 

@@ -59,6 +59,7 @@ def answered_by_one_colour_then_the_other(load: Load, before: set[str], after: s
     """Every request answered; the first ones by `before`'s machines, the last ones by `after`'s,
     and nobody else."""
     answers = load.in_order()
+    print(f"{len(answers)} requests, {len(load.failures())} failed")
     assert len(answers) > 40, "the load did not run"
     failures = load.failures()
     assert failures == [], f"{len(failures)} of {len(answers)} requests failed: {failures[:5]}"
@@ -166,8 +167,10 @@ def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
     assert tags["bake:verified"] == "true"
     assert re.fullmatch(r"[0-9a-f]{64}", tags["bake:digest"])
     assert tags["bake:source-ami"].startswith("ami-") and tags["bake:source-ami"] != ami
-    parameter = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    parameter = project.aws("ssm").get_parameter(Name="/bake/images/web/latest")["Parameter"]
     assert parameter["Value"] == ami
+    base = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    assert tags["bake:source-ami"] == base["Value"], "web is built on base's published AMI"
     (balancer,) = elbv2.describe_load_balancers(Names=["demo"])["LoadBalancers"]
     (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
     weights = {
@@ -275,6 +278,7 @@ def test_a_machine_killed_during_the_shift_sends_traffic_back_with_no_failed_req
     assert "blue became unhealthy" in err.strip().splitlines()[-1]
     assert victim["instance_id"] in err
     failures = load.failures()
+    print(f"{len(load.answers)} requests, {len(failures)} failed")
     assert failures == [], f"{len(failures)} requests failed: {failures[:5]}"
     served = load.served_by()
     assert set(served[-10:]) <= green, "traffic did not go back to green"
@@ -343,7 +347,7 @@ def test_a_restarted_local_cloud_is_seeded_again_and_history_survives(project, f
     assert project.ok("--json", "local", "status").json["running"] is True
     assert status["live"]["color"] == "blue" and status["standby"] is None
     assert [run["run_id"] for run in runs(project)][-len(runs_before) :] == runs_before
-    republished = project.aws("ssm").get_parameter(Name="/bake/images/base/latest")["Parameter"]
+    republished = project.aws("ssm").get_parameter(Name="/bake/images/web/latest")["Parameter"]
     url = project.url()
     swapped = project.ok("--json", "swap", "demo").json
     assert swapped["live_color"] == "green" and swapped["ami"] == republished["Value"]

@@ -166,6 +166,11 @@ def test_the_health_haproxy_sees_is_the_target_health_moto_is_told(plane) -> Non
     assert report["demo-blue"][down]["State"] == "initial", "its machine is still booting"
 
     plane.fleet.machines[down].state = "running"
+    plane.balancer.seen[("demo-blue", down)] = seen("demo-blue", down, "DOWN 1/2", "L7OK")
+    plane.step()
+    report = json.loads((plane.state.local / "health.json").read_text())["target_groups"]
+    assert report["demo-blue"][down]["State"] == "initial", "one check passed: on its way up"
+    plane.balancer.seen[("demo-blue", down)] = seen("demo-blue", down, "DOWN", "L7STS")
     plane.step()
     report = json.loads((plane.state.local / "health.json").read_text())["target_groups"]
     assert report["demo-blue"][down]["State"] == "unhealthy"
