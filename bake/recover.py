@@ -18,7 +18,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -28,7 +27,7 @@ from bake.aws import launch_templates
 from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.history import History, RunRecord
-from bake.localhost import pid_alive
+from bake.localhost import command_line
 from bake.polling import wait_until, waiter_config
 from bake.state import StateDir
 
@@ -210,7 +209,7 @@ def _stop_qemu(pid_text: str, run_id: str) -> str | None:
     person's machine.
     """
     pid = int(pid_text)
-    command = _command_line(pid)
+    command = command_line(pid)
     if command is None:
         return None
     if b"qemu-system" not in command:
@@ -219,22 +218,6 @@ def _stop_qemu(pid_text: str, run_id: str) -> str | None:
         return f"pid {pid} is a QEMU machine of another run now; left alone"
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    if not wait_until(lambda: _command_line(pid) is None, QEMU_STOP_WAIT, 0.1):
+    if not wait_until(lambda: command_line(pid) is None, QEMU_STOP_WAIT, 0.1):
         return f"pid {pid} did not stop within {QEMU_STOP_WAIT:.0f}s of SIGKILL"
     return None
-
-
-def _command_line(pid: int) -> bytes | None:
-    """The command line of a running process; None once it is gone, or a zombie waiting to be
-    reaped by whoever inherited it (a killed run's machine is no child of ours)."""
-    if not pid_alive(pid):
-        return None
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    # the state follows the parenthesised name, which may itself hold spaces or parentheses
-    if status.rpartition(")")[2].split()[:1] == ["Z"]:
-        return None
-    return command

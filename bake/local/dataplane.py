@@ -126,13 +126,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _is_supervisor(pid: int | None, state: StateDir) -> bool:
-    if not localhost.pid_alive(pid):
-        return False
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return MODULE.encode() in command and str(state.root).encode() in command
+    return localhost.runs(pid, MODULE, str(state.root))
 
 
 def running(state: StateDir) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from bake.local.haproxy_config import (
     render,
     socket_directory,
 )
-from bake.localhost import pid_alive
+from bake.localhost import pid_alive, runs
 from bake.polling import wait_until
 from bake.runner import Process, Runner
 
@@ -370,7 +370,7 @@ class HAProxy:
             pid = int(pidfile.read_text("utf-8").split()[0])
         except (OSError, ValueError, IndexError):
             return
-        if _runs_config(pid, self.config):
+        if runs(pid, HAPROXY, str(self.config)):
             _terminate(pid)
         pidfile.unlink(missing_ok=True)
 
@@ -479,14 +479,6 @@ def _read_from(path: Path, offset: int) -> bytes:
             return log.read()
     except OSError:
         return b""
-
-
-def _runs_config(pid: int, config: Path) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return pid_alive(pid) and os.fsencode(str(config)) in argv
 
 
 def _terminate(pid: int) -> None:

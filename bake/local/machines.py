@@ -94,13 +94,7 @@ def _now() -> str:
 
 def _is_qemu_of(pid: int | None, instance_id: str) -> bool:
     """Whether `pid` is the QEMU of this instance (its command line names its directory)."""
-    if not localhost.pid_alive(pid):
-        return False
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"qemu-system" in command and instance_id.encode() in command
+    return localhost.runs(pid, "qemu-system", instance_id)
 
 
 def ssh_answers(port: int, timeout: float = 0.5) -> bool:

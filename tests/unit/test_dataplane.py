@@ -109,3 +109,92 @@ def test_local_up_without_the_memory_exits_2_and_starts_nothing(
     code = main(["--json", "local", "status"])
     status = json.loads(capsys.readouterr().out)
     assert (code, status["running"], status["machines"]) == (0, False, [])
+
+
+class StandIns:
+    """Sleeping processes whose command lines read as a supervisor of a state directory."""
+
+    def __init__(self) -> None:
+        self.started: list = []
+
+    def spawn(self, state: StateDir):
+        import subprocess
+        import sys
+        import time
+
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", dataplane.MODULE,
+             str(state.root)],
+            start_new_session=True,
+        )  # fmt: skip
+        self.started.append(process)
+        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while dataplane.MODULE.encode() not in cmdline.read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return process
+
+
+@pytest.fixture
+def stand_ins():
+    made = StandIns()
+    yield made
+    for process in made.started:
+        process.kill()
+        process.wait()
+
+
+def test_up_starts_a_supervisor_once_and_restarts_it_for_a_changed_config(
+    tmp_path, stand_ins, monkeypatch
+) -> None:
+    from tests.unit.fakes import FakeRunner
+
+    monkeypatch.setattr(dataplane, "available_memory", lambda meminfo=None: 10**6)
+    state = StateDir(tmp_path / "state").ensure()
+    spawned: list[list[str]] = []
+
+    class Supervisors(FakeRunner):
+        def spawn(self, argv, *, log_path, env=None, cwd=None):
+            spawned.append([str(a) for a in argv])
+            process = stand_ins.spawn(state)
+            (state.local / "dataplane.json").write_text(
+                json.dumps({"running": True, "services": {"demo": {"url": "http://x/"}}})
+            )
+            return process
+
+    runner, lines = Supervisors(), []
+    demo = config_of(tmp_path, {"demo": {"capacity": 2}})
+
+    record = dataplane.up(runner, state, demo, "http://127.0.0.1:5000", lines.append)
+
+    (argv,) = spawned
+    assert argv[argv.index("--state") + 1] == str(state.root)
+    assert argv[argv.index("--endpoint") + 1] == "http://127.0.0.1:5000"
+    assert record["digest"] == dataplane.plan_digest(demo)
+    assert dataplane.running(state)["pid"] == record["pid"]
+    assert lines == ["    local data plane: demo at http://x/"]
+
+    dataplane.up(runner, state, config_of(tmp_path, {"demo": {"capacity": 3}}), record["endpoint"])
+    assert len(spawned) == 1, "the same services on the same cloud keep their supervisor"
+
+    dataplane.up(runner, state, config_of(tmp_path, {"shop": {"capacity": 1}}), record["endpoint"])
+    assert len(spawned) == 2, "another service needs another supervisor"
+    first = stand_ins.started[0]
+    assert first.wait(timeout=20) is not None, "the old supervisor was stopped"
+
+    dataplane.up(runner, state, config_of(tmp_path, {"shop": {"capacity": 1}}), "http://other")
+    assert len(spawned) == 3, "a restarted cloud needs another supervisor"
+
+
+def test_a_supervisor_that_does_not_come_up_is_an_error_naming_its_log(tmp_path) -> None:
+    from tests.unit.fakes import FakeRunner
+
+    state = StateDir(tmp_path / "state").ensure()
+    runner = FakeRunner().on(lambda argv: dataplane.MODULE in argv, exits=1)
+    demo = config_of(tmp_path, {"demo": {"capacity": 1}})
+
+    with pytest.raises(dataplane.BakeError) as failed:
+        dataplane.up(runner, state, demo, "http://127.0.0.1:5000")
+
+    assert "did not start" in str(failed.value) and "supervisor.log" in str(failed.value)

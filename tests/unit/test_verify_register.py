@@ -288,14 +288,18 @@ def test_a_missing_report_is_one_error_and_absent_counts_are_zero(tmp_path: Path
     assert read_junit(path).summary() == "0 checks, 0 failed, 0 errors"
 
 
-def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(
-    tmp_path: Path, cloud
-) -> None:
+@pytest.fixture
+def local_build(tmp_path: Path, cloud):
+    """A local-target context on the test's moto server, and a build whose disk is in the store."""
     ctx = make_context(tmp_path)
     ctx.target._cloud = cloud
     disk = tmp_path / "built.qcow2"
     disk.write_bytes(b"a built image")
-    built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+    return ctx, Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+
+
+def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(local_build) -> None:
+    ctx, built = local_build
     recorded: list[tuple[str, str, int]] = []
 
     def record(kind: str, resource_id: str) -> None:
@@ -312,15 +316,11 @@ def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(
 
 
 def test_a_local_verification_machine_is_told_it_is_an_instance_of_the_built_ami(
-    tmp_path: Path, cloud
+    local_build,
 ) -> None:
     from bake.local import imds
 
-    ctx = make_context(tmp_path)
-    ctx.target._cloud = cloud
-    disk = tmp_path / "built.qcow2"
-    disk.write_bytes(b"a built image")
-    built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+    ctx, built = local_build
     documents = []
 
     def keep_document(argv: list[str]) -> None:
