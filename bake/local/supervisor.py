@@ -298,7 +298,9 @@ class Supervisor:
         return haproxy_config.Desired(frontends, tuple(backends))
 
     def start(self) -> None:
+        """Start HAProxy with the services' frontends and say so, before the first step."""
         self.balancer.start(self.desired(self.view, set()))
+        write_json(self.state.local / STATUS_NAME, self.status(running=True))
 
     def step(self) -> None:
         view = observe(self.cloud, self.config)

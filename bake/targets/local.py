@@ -283,4 +283,11 @@ class LocalTarget(Target):
                 http_tokens="required",
             ),
         )
-        return imds.command(document)
+        try:
+            return imds.command(document)
+        except ValueError as exc:
+            raise InputError(
+                f"state directory {self.state.root}: {exc}",
+                hint="use a state directory whose path has no spaces, commas or quotes "
+                "(BAKE_STATE_DIR or state_dir in bake.toml)",
+            ) from None

@@ -336,3 +336,21 @@ def test_a_local_verification_machine_is_told_it_is_an_instance_of_the_built_ami
     assert document.ami_id == ctx.target.ensure_ami(built)
     assert document.instance_id.startswith("i-") and len(document.instance_id) == 19
     assert (document.http_tokens, document.user_data) == ("required", None)
+
+
+def test_a_state_directory_qemu_cannot_name_is_bad_input(tmp_path: Path, cloud) -> None:
+    from bake.errors import InputError
+
+    ctx = make_context(tmp_path / "my state")
+    ctx.target._cloud = cloud
+    disk = tmp_path / "built.qcow2"
+    disk.write_bytes(b"a built image")
+    built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
+
+    with pytest.raises(InputError) as refused:
+        with ctx.target.machine(built, ctx.require_image(), run_id="r8", record=lambda *_: None):
+            pass
+
+    assert refused.value.exit_code == 2
+    assert "no spaces, commas or quotes" in refused.value.format_message()
+    assert ctx.runner.commands("qemu-system-x86_64") == [], "no machine was started"
