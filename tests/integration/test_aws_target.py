@@ -235,7 +235,8 @@ def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypat
         ("ssm:/goldenbake-test/missing", "SSM parameter /goldenbake-test/missing does not exist"),
         ({"filter": {"name": "no-such-image-*", "owners": ["self"]}}, "no AMI matches the filter"),
         ("ami-0123456789abcdef0", "AMI ami-0123456789abcdef0 does not exist"),
-        ("image:parent", "image 'parent' has no verified AMI yet"),
+        # the parent has no verified AMI, so it is baked first: its own base is missing
+        ("image:parent", "images.parent.base: AMI ami-0123456789abcdef0 does not exist"),
     ],
 )
 def test_a_base_that_resolves_to_nothing_is_bad_input_and_launches_nothing(
