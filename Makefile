@@ -31,7 +31,8 @@ install: system-packages $(VENV)/.installed
 system-packages:
 	@missing=""; \
 	for pair in $(SYSTEM_PACKAGES); do \
-	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v "$${pair%%:*}" >/dev/null 2>&1 || \
+	    missing="$$missing $${pair##*:}"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -42,6 +42,8 @@ from bake.polling import wait_until
 from bake.runner import Process, Runner
 
 HAPROXY = "haproxy"
+# Debian installs haproxy in /usr/sbin, which is not on other users' PATH.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 START_TIMEOUT = 5.0
 RELOAD_TIMEOUT = 5.0
 STOP_GRACE = 5.0
@@ -296,7 +298,7 @@ class HAProxy:
         # -W: a master that re-executes itself on SIGUSR2 and hands the listening sockets to the
         # new worker (it passes -x sockpair@N itself), so a reload refuses no connection.
         argv = [HAPROXY, "-W", "-f", str(self.config)]
-        self._process = process = self.runner.spawn(argv, log_path=self.log_path)
+        self._process = process = self.runner.spawn(argv, log_path=self.log_path, env=_with_sbin())
         started = wait_until(
             lambda: process.poll() is not None or self._worker() is not None,
             START_TIMEOUT,
@@ -389,7 +391,9 @@ class HAProxy:
         """Validate the config with `haproxy -c` and only then put it in place."""
         candidate = self.config.with_suffix(".cfg.new")
         candidate.write_text(render(desired, self.directory, sockets=self.sockets), "utf-8")
-        checked = self.runner.run([HAPROXY, "-c", "-f", str(candidate)], check=False)
+        checked = self.runner.run(
+            [HAPROXY, "-c", "-f", str(candidate)], check=False, env=_with_sbin()
+        )
         if not checked.ok:
             output = (checked.stderr + checked.stdout).splitlines()
             alerts = [line for line in output if "[ALERT]" in line] or output
@@ -452,6 +456,12 @@ class HAProxy:
             raise BakeError("HAProxy did not load its new config", hint=f"see {self.log_path}")
         self._static = desired.static()
         self._draining = {key: t for key, t in self._draining.items() if key[0] in wanted}
+
+
+def _with_sbin() -> dict[str, str]:
+    """The environment's PATH with the sbin folders added, so HAProxy is found for any user."""
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    return {"PATH": os.pathsep.join([*parts, *(d for d in SBIN if d not in parts)])}
 
 
 def _abns_address(directory: Path, target_group: str) -> bytes:
