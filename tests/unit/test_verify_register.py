@@ -347,9 +347,9 @@ def test_a_state_directory_qemu_cannot_name_is_bad_input(tmp_path: Path, cloud) 
     disk.write_bytes(b"a built image")
     built = Built("base", "d" * 64, "ami-0source", ctx.target.store.put(disk, "base"))
 
-    with pytest.raises(InputError) as refused:
-        with ctx.target.machine(built, ctx.require_image(), run_id="r8", record=lambda *_: None):
-            pass
+    machine = ctx.target.machine(built, ctx.require_image(), run_id="r8", record=lambda *_: None)
+    with pytest.raises(InputError) as refused, machine:
+        pass
 
     assert refused.value.exit_code == 2
     assert "no spaces, commas or quotes" in refused.value.format_message()
