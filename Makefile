@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NOT_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo " and not root")
 # command:package pairs installed through apt when the command is missing
 SYSTEM_PACKAGES := packer:packer qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby haproxy:haproxy
+	mmdebstrap:mmdebstrap mke2fs:e2fsprogs ssh:openssh-client ruby:ruby haproxy:haproxy chromium:chromium
 
 # What the service answers at its URL on the local target, through the load balancer.
 define ANSWER

@@ -110,13 +110,14 @@ class App:
         image: str | None = None,
         service: str | None = None,
         options: RunOptions | None = None,
+        run_id: str = "",
     ) -> pipeline.RunResult:
         """Run a pipeline command under the locks of what it changes; a command that builds an
         image first bakes each of its parents that has no verified AMI yet."""
         if command in BUILDS:
             self.bake_parents(image or self.config.service(service or "").image)
         ctx = self.context(image=image, service=service, options=options)
-        ctx.run_id = new_run_id()
+        ctx.run_id = run_id or new_run_id()
         holder = Holder.this_run(command, ctx.run_id)
         with self.locks.hold_all(pipeline.lock_names(ctx, command), holder):
             subjects = {name for name in (image, service, ctx.image and ctx.image.name) if name}

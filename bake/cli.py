@@ -123,6 +123,59 @@ def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
     emit_rollout(app, service, app.run("bake-and-swap", service=service, options=options))
 
 
+@cli.command("rollout")
+@click.argument("images", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every image and every service.")
+@click.option("--service", "services", multiple=True, help="Only this service (repeatable).")
+@click.option(
+    "--require-kernel",
+    metavar="VERSION",
+    help="Every instance must run at least this kernel (a Debian version, e.g. 6.1.119-1).",
+)
+@click.option("--rebuild", "rebuild", multiple=True, metavar="IMAGE", help="Bake IMAGE anyway.")
+@click.option("--swap-only", is_flag=True, help="Bake nothing; roll published AMIs out.")
+@click.option("--no-proof", is_flag=True, help="Do not ask the instances what they run.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 50))
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.json and report.html into this directory.",
+)
+@json_flag
+@pass_app
+def rollout(
+    app: App,
+    images: tuple[str, ...],
+    all_: bool,
+    services: tuple[str, ...],
+    require_kernel: str | None,
+    rebuild: tuple[str, ...],
+    swap_only: bool,
+    no_proof: bool,
+    parallel: int,
+    dry_run: bool,
+    report_dir: Path | None,
+) -> None:
+    """Bake the stale images (parents first), swap every service that runs them, and prove what
+    each instance runs."""
+    from bake.campaigns import describe
+    from bake.campaigns.plan import Selection
+    from bake.campaigns.run import RolloutOptions, execute
+
+    selection = Selection(images, services, all_, rebuild, swap_only, require_kernel)
+    options = RolloutOptions(selection, parallel, not no_proof, dry_run, report_dir)
+    outcome = execute(app, options)
+    emit(app, describe.as_dict(outcome), describe.as_text(outcome))
+    if outcome.failed:
+        raise RolloutFailed("the rollout failed; see above" + describe.where(outcome))
+
+
+class RolloutFailed(BakeError):
+    """Something in a rollout failed; what did not is done (exit 1)."""
+
+
 @cli.command()
 @click.argument("service")
 @click.option("--ami", help="The verified AMI to roll out (default: the image's published latest).")
@@ -250,12 +303,24 @@ def plan(app: App) -> None:
 
 
 @cli.command("iam-policy")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["policy", "cloudformation"]),
+    default="policy",
+    show_default=True,
+    help="The policy, or a CloudFormation template of the lock table and a role holding it.",
+)
 @json_flag
 @pass_app
-def iam_policy(app: App) -> None:
+def iam_policy(app: App, output_format: str) -> None:
     """Print the least-privilege IAM policy that running the pipeline on AWS needs."""
-    from bake import iam
+    from bake import cloudformation, iam
 
+    if output_format == "cloudformation":
+        template = cloudformation.fleet_template(app.config)
+        emit(app, template, cloudformation.fleet_yaml(app.config).rstrip("\n"))
+        return
     document = iam.policy(app.config)
     human = "\n".join(iam.describe(statement) for statement in document["Statement"])
     emit(app, document, human + "\n\n(use --json for the policy document)")

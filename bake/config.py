@@ -28,6 +28,7 @@ from bake.settings import (
     ImageAwsSettings,
     LocalSettings,
     Model,
+    NotifySettings,
     Seconds,
     SecondsOrZero,
 )
@@ -292,6 +293,7 @@ class Config(Model):
     cookbooks_dir: Path = Path("cookbooks")
     local: LocalSettings = Field(default_factory=LocalSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     images: dict[str, ImageConfig] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
 

@@ -94,10 +94,22 @@ CREATE TABLE IF NOT EXISTS rollouts (
     last_run TEXT NOT NULL,
     reason TEXT
 );
+-- Another digest a build answers to: the digest its inputs have once its source's packages are
+-- known (the build that first listed them was named before they were).
+CREATE TABLE IF NOT EXISTS build_aliases (
+    image TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (image, alias)
+);
 CREATE INDEX IF NOT EXISTS stages_by_run ON stages(run_id);
+
 CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, digest);
 """
 
+
+# Columns added to tables after they were first created, added to an older database on open.
+ADDED_COLUMNS = {"builds": ("inputs_digest TEXT",)}
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -166,9 +178,12 @@ class BuildRecord:
     artifact: str | None
     ami: str | None
     created: str
+    inputs_digest: str = ""
 
     def built(self) -> Built:
-        return Built(self.image, self.digest, self.source_ami, self.artifact, self.ami)
+        return Built(
+            self.image, self.digest, self.source_ami, self.artifact, self.ami, self.inputs_digest
+        )
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,11 @@ class History:
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -359,9 +379,26 @@ class History:
 
     def record_build(self, run_id: str, built: Built) -> None:
         self._write(
-            "INSERT INTO builds (run_id, image, digest, source_ami, artifact, ami, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, built.image, built.digest, built.source_ami, built.artifact, built.ami, now()),
+            "INSERT INTO builds (run_id, image, digest, source_ami, artifact, ami, created,"
+            " inputs_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                built.image,
+                built.digest,
+                built.source_ami,
+                built.artifact,
+                built.ami,
+                now(),
+                built.inputs_digest,
+            ),
+        )
+
+    def alias_build(self, image: str, alias: str, digest: str) -> None:
+        """Let the build `digest` of `image` be found by `alias` too."""
+        self._write(
+            "INSERT INTO build_aliases (image, alias, digest) VALUES (?, ?, ?)"
+            " ON CONFLICT(image, alias) DO UPDATE SET digest = excluded.digest",
+            (image, alias, digest),
         )
 
     def set_build_ami(self, image: str, digest: str, ami: str) -> None:
@@ -370,13 +407,16 @@ class History:
         )
 
     def builds(self, image: str, digest: str | None = None) -> list[BuildRecord]:
-        """Builds of an image, newest first; only those with `digest` when given."""
+        """Builds of an image, newest first; only those with `digest` (or known by it as an
+        alias) when given."""
         if digest is None:
             rows = self._read("SELECT * FROM builds WHERE image = ? ORDER BY id DESC", (image,))
         else:
             rows = self._read(
-                "SELECT * FROM builds WHERE image = ? AND digest = ? ORDER BY id DESC",
-                (image, digest),
+                "SELECT * FROM builds WHERE image = ? AND (digest = ? OR digest IN"
+                " (SELECT digest FROM build_aliases WHERE image = ? AND alias = ?))"
+                " ORDER BY id DESC",
+                (image, digest, image, digest),
             )
         return [
             BuildRecord(
@@ -387,6 +427,7 @@ class History:
                 row["artifact"],
                 row["ami"],
                 row["created"],
+                row["inputs_digest"] or "",
             )
             for row in rows
         ]
@@ -472,7 +513,8 @@ class History:
     def newest_verified(self, image: str) -> VerifiedBuild | None:
         """The newest build of `image` that passed verification, with what it was verified on."""
         rows = self._read(
-            "SELECT b.image, b.artifact, b.ami, b.digest, b.source_ami, v.kernel, v.run_id"
+            "SELECT b.image, b.artifact, b.ami, b.digest, b.source_ami, b.inputs_digest,"
+            " v.kernel, v.run_id"
             " FROM verifications v JOIN builds b"
             " ON b.image = v.image AND (b.artifact = v.subject OR b.ami = v.subject)"
             " WHERE v.image = ? AND v.passed = 1 ORDER BY v.id DESC LIMIT 1",
@@ -481,7 +523,14 @@ class History:
         if not rows:
             return None
         row = rows[0]
-        built = Built(row["image"], row["digest"], row["source_ami"], row["artifact"], row["ami"])
+        built = Built(
+            row["image"],
+            row["digest"],
+            row["source_ami"],
+            row["artifact"],
+            row["ami"],
+            row["inputs_digest"] or "",
+        )
         return VerifiedBuild(row["run_id"], built, row["kernel"] or "")
 
     # rollouts

@@ -435,6 +435,36 @@ def chef_packages(config: Config, scope: Scope) -> list[dict[str, Any]]:
     return [_statement("ReadChefPackages", ["s3:GetObject"], resources)]
 
 
+def sboms(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """Publishing each AMI's SBOM under [aws] sbom_store, and reading it back to plan."""
+    if not config.aws.sbom_store:
+        return []
+    bucket, _, prefix = config.aws.sbom_store.removeprefix("s3://").partition("/")
+    where = f"arn:{scope.partition}:s3:::{bucket}/{prefix.strip('/') + '/' if prefix else ''}*"
+    return [_statement("PublishSboms", ["s3:GetObject", "s3:PutObject"], where)]
+
+
+def proofs(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """`bake rollout`'s proof: what each instance of a service runs, over SSM Run Command."""
+    if not config.services:
+        return []
+    document = f"arn:{scope.partition}:ssm:{config.aws.region}::document/AWS-RunShellScript"
+    return [
+        _statement(
+            "ProveInstancesOverRunCommand",
+            ["ssm:SendCommand"],
+            [document, *scope.ec2("instance/*")],
+        ),
+        _statement("ReadProofAnswers", ["ssm:GetCommandInvocation"]),
+    ]
+
+
+def notifications(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    if not config.notify.sns_topic:
+        return []
+    return [_statement("NotifyRollouts", ["sns:Publish"], config.notify.sns_topic)]
+
+
 def credentials(config: Config, scope: Scope) -> list[dict[str, Any]]:
     return [_statement("CheckCredentials", DOCTOR)]
 
@@ -450,6 +480,9 @@ PARTS = (
     encryption,
     leases,
     chef_packages,
+    sboms,
+    proofs,
+    notifications,
 )
 
 

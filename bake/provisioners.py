@@ -1,6 +1,7 @@
 """Provisioning steps: an explicit registry from a step's kind to the Packer provisioner blocks it
 renders. An image's `steps` in bake.toml are looked up here, in order, and the `seal` step is always
-appended last.
+appended last. Before the first step and after the seal, the build machine's package list is taken
+(`inventory.sh`) and downloaded into the build's inventory directory.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bake import chef
+from bake import chef, inventory
 from bake.blocks import Block, Expr, StepContext, shell_block
 from bake.steps import HardenStep, LineageStep, PatchStep, SealStep, ShellStep
 
@@ -56,9 +57,25 @@ PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
 }
 
 
+def inventory_blocks(context: StepContext, name: str) -> list[Block]:
+    """List the build machine's packages into /run and download the list as `name`."""
+    on_machine = f"/run/bake-{name}"
+    env = {"BAKE_INVENTORY_FILE": on_machine}
+    download = {
+        "direction": "download",
+        "source": on_machine,
+        "destination": Expr(f'"${{var.inventory_directory}}/{name}"'),
+    }
+    return [
+        shell_block("inventory", context, context.scripts / "inventory.sh", env),
+        Block("inventory", "file", download),
+    ]
+
+
 def blocks_for(context: StepContext) -> list[Block]:
-    """The provisioner blocks of an image's steps, in order, sealed at the end."""
-    blocks: list[Block] = []
+    """The provisioner blocks of an image's steps, in order, sealed at the end, with the package
+    lists of the source before them and of the image after them."""
+    blocks = inventory_blocks(context, inventory.SOURCE_LIST)
     for step in [*context.image.steps, SealStep()]:
         blocks.extend(PROVISIONERS[step.kind](step, context))
-    return blocks
+    return [*blocks, *inventory_blocks(context, inventory.IMAGE_LIST)]

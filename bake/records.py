@@ -109,6 +109,9 @@ class Built(Record):
     source_ami: str
     artifact: str | None = None
     ami: str | None = None
+    # The digest of the template and its files alone (without the source and the archive's
+    # updates): what tells that an image's scripts, cookbooks or template changed.
+    inputs_digest: str = ""
 
     @property
     def subject(self) -> str:

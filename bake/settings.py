@@ -47,6 +47,13 @@ def _seconds(value: Any) -> Any:
     return value
 
 
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"'{url}' is not an http:// or https:// URL")
+    return url
+
+
 def _mirror_url(url: str) -> str:
     """Package mirrors are fetched by apt on the build machine, over HTTP(S)."""
     address = urlsplit(url)
@@ -78,6 +85,11 @@ class LocalSettings(Model):
     cpus: int = Field(default=2, ge=1)
     mirror: MirrorUrl = "http://deb.debian.org/debian"
     security_mirror: MirrorUrl = "http://deb.debian.org/debian-security"
+    # The OpenPGP keyring the archive's InRelease files must verify with (a private mirror
+    # signed with its own key names its keyring here).
+    archive_keyring: str = Field(
+        default="/usr/share/keyrings/debian-archive-keyring.gpg", pattern=r"^/"
+    )
     disk_size_gb: int = Field(default=4, ge=2)
     boot_timeout: Seconds = 300
     port: int = Field(default=0, ge=0, lt=65536)
@@ -133,9 +145,18 @@ class AwsSettings(Model):
     volume_size_gb: int = Field(default=8, ge=1)
     mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian"
     security_mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian-security"
+    # The OpenPGP keyring the archive's InRelease files must verify with (a private mirror
+    # signed with its own key names its keyring here).
+    archive_keyring: str = Field(
+        default="/usr/share/keyrings/debian-archive-keyring.gpg", pattern=r"^/"
+    )
     boot_timeout: Seconds = 600
     # A DynamoDB table (partition key LockID, a string) for locks that hold across runners.
     lock_table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    # Where each AMI's SBOM is published (s3://BUCKET/PREFIX), besides the state directory.
+    sbom_store: str | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$"
+    )
 
     @field_validator("ssh_cidr")
     @classmethod
@@ -202,3 +223,13 @@ class ImageAwsSettings(Model):
                 f"region_kms_key_ids names {', '.join(missing)}, which is not in ami_regions"
             )
         return self
+
+
+class NotifySettings(Model):
+    """Where `bake rollout` tells how it went: a message per failure and per finished rollout."""
+
+    # A Slack-compatible incoming webhook (a JSON body with "text").
+    webhook: Annotated[str, AfterValidator(_http_url)] | None = None
+    sns_topic: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$"
+    )

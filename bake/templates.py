@@ -22,6 +22,7 @@ RUN_VARIABLES = (
     "build_digest",
     "run_id",
     "manifest_path",
+    "inventory_directory",
 )
 
 

@@ -38,9 +38,16 @@ def is_verified(cloud: Any, ami: str) -> bool:
 
 
 def lineage_tags(
-    *, image: str, digest: str, source_ami: str, verified: bool, kernel: str, run_id: str
+    *,
+    image: str,
+    digest: str,
+    source_ami: str,
+    verified: bool,
+    kernel: str,
+    run_id: str,
+    inputs: str = "",
 ) -> dict[str, str]:
-    return {
+    tags = {
         "bake:image": image,
         "bake:verified": "true" if verified else "false",
         "bake:digest": digest,
@@ -48,6 +55,9 @@ def lineage_tags(
         "bake:kernel": kernel or "unknown",
         "bake:run-id": run_id,
     }
+    if inputs:
+        tags["bake:inputs"] = inputs
+    return tags
 
 
 def tag_lineage(
@@ -64,6 +74,7 @@ def tag_lineage(
             verified=verified,
             kernel=kernel,
             run_id=run_id,
+            inputs=built.inputs_digest,
         ),
     )
 

@@ -23,8 +23,10 @@ from bake import locks
 from bake.config import LocalSettings
 from bake.errors import BakeError, InputError
 from bake.history import History
+from bake.inventory import Inventory
 from bake.local import qemu
 from bake.local.store import ImageStore
+from bake.packages import DPKG_QUERY_FORMAT, Package, parse_dpkg_query
 from bake.runner import Runner
 from bake.state import StateDir
 
@@ -225,25 +227,28 @@ def build(
         sha = _read_index(index_path).get(digest)
         if sha and store.exists(sha):
             return BaseDisk(store.path(sha), sha, digest, suite)
-        return _build_and_store(runner, state, settings, recipe, store, console_line)
+        return _build_and_store(runner, state, history, settings, recipe, store, console_line)
 
 
 def _build_and_store(
     runner: Runner,
     state: StateDir,
+    history: History,
     settings: LocalSettings,
     recipe: Recipe,
     store: ImageStore,
     console_line: Callable[[str], None],
 ) -> BaseDisk:
-    """Build the disk in a work dir removed on every path, store it, index it by its digest."""
+    """Build the disk in a work dir removed on every path, store it with its package list, index
+    it by its digest."""
     suite, digest, index_path = recipe.suite, recipe.digest(), state.store / INDEX_NAME
     console_line(f"base disk debian-{suite} {digest[:12]}: not built yet, building")
     logs = state.logs / f"base-disk-{digest[:12]}"
     logs.mkdir(parents=True, exist_ok=True)
     with state.scratch(f"base-{digest[:16]}") as work:
-        disk = _build_in(work, logs, runner, state, settings, recipe, console_line)
+        disk, packages = _build_in(work, logs, runner, state, settings, recipe, console_line)
         sha = store.put(disk, IMAGE_PREFIX + suite)
+    Inventory(history.path).record(sha, IMAGE_PREFIX + suite, packages)
     index = _read_index(index_path)
     index[digest] = sha
     _write_index(index_path, index)
@@ -259,8 +264,9 @@ def _build_in(
     settings: LocalSettings,
     recipe: Recipe,
     console_line: Callable[[str], None],
-) -> Path:
-    """Tree, partitioned raw disk, first boot, qcow2: the path of the finished qcow2."""
+) -> tuple[Path, list[Package]]:
+    """Tree, partitioned raw disk, first boot, qcow2: the path of the finished qcow2 and the
+    packages installed in the tree (read by the host's dpkg-query from the tree's database)."""
     rootfs, raw, qcow2 = work / "rootfs", work / "disk.raw", work / "base.qcow2"
     size_mb = recipe.disk_size_gb * 1024
     with _phase(console_line, f"mmdebstrap {recipe.suite}"):
@@ -271,6 +277,10 @@ def _build_in(
             timeout=MMDEBSTRAP_TIMEOUT,
         )
         customise(rootfs, recipe)
+        listed = runner.run(
+            ["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W", f"-f={DPKG_QUERY_FORMAT}"]
+        )
+        packages = parse_dpkg_query(listed.stdout)
     with _phase(console_line, f"filesystem ({recipe.disk_size_gb} GB disk)"):
         with open(raw, "wb") as disk:
             disk.truncate(size_mb * 1024 * 1024)
@@ -285,7 +295,7 @@ def _build_in(
         _first_boot(runner, raw, rootfs, logs / "firstboot-console.log", settings, accelerator)
     with _phase(console_line, "qcow2"):
         runner.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(qcow2)])
-    return qcow2
+    return qcow2, packages
 
 
 def _first_boot(

@@ -1,41 +1,47 @@
 """build: `packer build` of the rendered template, streaming progress and logging every line; the
-artifact is taken from Packer's manifest. A build whose inputs were already built is reused."""
+artifact is taken from Packer's manifest, and the package lists the build took (of its source and of
+the image) are recorded. A build whose inputs were already built is reused."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bake import chef, packer
-from bake.config import ImageConfig
+from bake import chef, freshness, inventory, packer
 from bake.console import Progress, duration
 from bake.errors import CommandFailed, StageFailed
+from bake.packages import Package, parse_dpkg_query
 from bake.records import Built, Rendered, SourceImage
 from bake.stages.base import Outcome, Stage
 from bake.stages.render import render_image
 
-DIGEST_VERSION = b"goldenbake-build-1"
+DIGEST_VERSION = b"goldenbake-build-2"
 
 
-def build_digest(
-    rendered: Rendered, source: SourceImage, image: ImageConfig, target: str, day: str
-) -> str:
-    """The digest of everything that decides what a build produces.
+def parse_dpkg_query_file(path: Path) -> list[Package]:
+    return parse_dpkg_query(path.read_text(encoding="utf-8", errors="replace"))
 
-    The patch step's real input is the state of the Debian archive, so an image with a patch step
-    includes the (UTC) day: a nightly bake rebuilds, a second bake the same day reuses.
-    """
+
+def inputs_digest(rendered: Rendered, target: str) -> str:
+    """The digest of the rendered template and every file it uses (scripts, cookbooks)."""
     digest = hashlib.sha256(DIGEST_VERSION)
     digest.update(f"\0target={target}\0".encode())
     digest.update(rendered.text.encode())
     for path in rendered.files:
         digest.update(f"\0file={path.name}\0".encode())
         digest.update(path.read_bytes())
-    digest.update(f"\0source={source.artifact or source.ami}\0".encode())
-    if image.has_step("patch"):
-        digest.update(f"\0patch-day={day}\0".encode())
+    return digest.hexdigest()
+
+
+def build_digest(inputs: str, source: SourceImage, archive_input: str) -> str:
+    """The digest of everything that decides what a build produces: its inputs, its source, and
+    the updates its patch step takes from the archive (by content, not by date: a nightly bake
+    with nothing new in the archive reuses the last build)."""
+    digest = hashlib.sha256(DIGEST_VERSION)
+    digest.update(f"\0inputs={inputs}\0source={source.artifact or source.ami}\0".encode())
+    digest.update(f"\0archive={archive_input}\0".encode())
     return digest.hexdigest()
 
 
@@ -52,9 +58,14 @@ class Build(Stage):
                 f"    base rotated: {image.name} was last verified on {previous.built.source_ami}, "
                 f"its base is now {source.ami}"
             )
-        digest = build_digest(
-            rendered, source, image, ctx.target.name, datetime.now(UTC).date().isoformat()
+        inputs = inputs_digest(rendered, ctx.target.name)
+        source_packages = inventory.Inventory(ctx.history.path).packages(
+            source.artifact, source.ami
         )
+        archived = freshness.archive_input(
+            image, ctx.target.mirrors(), ctx.state, source_packages, ctx.console.line
+        )
+        digest = build_digest(inputs, source, archived)
         if not ctx.options.rebuild:
             for earlier in ctx.history.builds(image.name, digest):
                 if ctx.target.still_exists(earlier.built()):
@@ -62,8 +73,12 @@ class Build(Stage):
                         f"inputs {digest[:12]} already built by run {earlier.run_id}",
                         earlier.built(),
                     )
-        built = self._packer_build(rendered, source, digest)
+        built = dataclasses.replace(
+            self._packer_build(rendered, source, digest), inputs_digest=inputs
+        )
         ctx.history.record_build(ctx.run_id, built)
+        if archived == freshness.SOURCE_UNKNOWN:
+            self._alias_by_content(built, inputs, source)
         return Outcome.done(
             f"{built.ami or 'artifact ' + (built.artifact or '')[:12]} from {source.description}",
             built,
@@ -73,12 +88,15 @@ class Build(Stage):
         ctx, image = self.ctx, self.ctx.require_image()
         with ctx.state.scratch(f"build-{image.name}-{ctx.run_id}") as work:
             manifest_path = work / "manifest.json"
+            lists = work / "inventory"
+            lists.mkdir()
             variables = {
                 **source.variables,
                 "source_ami": source.ami,
                 "build_digest": digest,
                 "run_id": ctx.run_id,
                 "manifest_path": str(manifest_path),
+                "inventory_directory": str(lists),
                 **ctx.target.build_variables(work),
             }
             if package := chef.s3_package_url(image):
@@ -86,8 +104,38 @@ class Build(Stage):
             self._run_packer(rendered.path, variables, work)
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             built = ctx.target.collect(manifest, image, digest, source)
+            self._record_packages(built, source, lists)
         ctx.record_resource("ami" if built.ami else "artifact", built.ami or built.artifact or "")
         return built
+
+    def _alias_by_content(self, built: Built, inputs: str, source: SourceImage) -> None:
+        """A build named before its source's packages were known answers, from now on, to the
+        digest its inputs have now that they are (else the next bake would build it again)."""
+        ctx, image = self.ctx, self.ctx.require_image()
+        source_packages = inventory.Inventory(ctx.history.path).packages(
+            source.artifact, source.ami
+        )
+        if source_packages is None:
+            return
+        archived = freshness.archive_input(
+            image, ctx.target.mirrors(), ctx.state, source_packages, ctx.console.line
+        )
+        ctx.history.alias_build(image.name, build_digest(inputs, source, archived), built.digest)
+
+    def _record_packages(self, built: Built, source: SourceImage, lists: Path) -> None:
+        """Keep the package lists the build downloaded: the image's under its disk or AMI, the
+        source's under its own unless known already (a build without provisioners has none)."""
+        ctx, image = self.ctx, self.ctx.require_image()
+        known = inventory.Inventory(ctx.history.path)
+        source_key = source.artifact or source.ami
+        source_list = lists / inventory.SOURCE_LIST
+        if source_list.is_file() and known.packages(source_key) is None:
+            known.record(source_key, f"source of {image.name}", parse_dpkg_query_file(source_list))
+        image_list = lists / inventory.IMAGE_LIST
+        if image_list.is_file():
+            packages = parse_dpkg_query_file(image_list)
+            known.record(built.subject, image.name, packages)
+            ctx.console.line(f"    {len(packages)} packages installed in {image.name}")
 
     def _run_packer(self, template: Path, variables: dict[str, str], work: Path) -> None:
         """`packer build` with these variables, its progress on the console, every line logged."""

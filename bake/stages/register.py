@@ -1,11 +1,16 @@
-"""register: the verified AMI gets its lineage tags and becomes the image's published latest.
-Only an image that passed verification with its current suites is ever published."""
+"""register: the verified AMI gets its lineage tags and becomes the image's published latest, and
+its package list is published beside it as an SBOM. Only an image that passed verification with
+its current suites is ever published."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from bake import sbom
 from bake.aws import images
 from bake.errors import StageFailed
-from bake.records import Published, Verification, VerifiedAmi
+from bake.inventory import Inventory
+from bake.records import Built, Published, Verification, VerifiedAmi
 from bake.stages.base import Outcome, Stage
 from bake.stages.verify import latest_build, suite_files, suites_digest
 
@@ -29,12 +34,36 @@ class Register(Stage):
                 Published(ami, parameter),
             )
         images.tag_lineage(cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id)
+        location = self._publish_sbom(built, ami, kernel)
+        # What a planner on any runner compares: the suites it passed, where its packages are.
+        # (bake:image again: the policy lets the pipeline tag only its images' AMIs.)
+        extra = {"bake:image": image.name, "bake:suites": suites_digest(suite_files(ctx))}
+        if location:
+            extra["bake:sbom"] = location
+        images.tag(cloud, ami, extra)
         version = images.publish(cloud, image.name, ami)
+        sbom_note = f", SBOM {location}" if location else ""
         return Outcome.done(
-            f"{ami} published as {parameter} (version {version})",
+            f"{ami} published as {parameter} (version {version}){sbom_note}",
             VerifiedAmi(ami),
             Published(ami, parameter, version),
         )
+
+    def _publish_sbom(self, built: Built, ami: str, kernel: str) -> str | None:
+        """Publish the build's package list as a CycloneDX SBOM beside the AMI and keep the list
+        under the AMI's id too; where it is, or None when the build listed no packages (a build
+        without provisioners)."""
+        ctx = self.ctx
+        known = Inventory(ctx.history.path)
+        packages = known.packages(built.subject, ami)
+        if packages is None:
+            ctx.console.line(f"    {built.image}: the build listed no packages, so no SBOM")
+            return None
+        known.alias(built.subject, ami)
+        document = sbom.to_cyclonedx(
+            built.image, ami, built.digest, packages, kernel=kernel, timestamp=datetime.now(UTC)
+        )
+        return ctx.target.publish_sbom(built.image, ami, document)
 
     def _verified_kernel(self, subject: str) -> str:
         """The kernel the build was verified on, by this run or, with the same suites, earlier."""

@@ -23,6 +23,7 @@ from bake.history import History
 from bake.packer import PackerVersion
 from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.settings import AwsSettings
 from bake.ssh import SshHost
 from bake.state import StateDir
 from bake.targets.base import RecordResource, Target
@@ -33,6 +34,7 @@ SUDO_EXECUTE = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh -eu '{{ .Path }}'"
 
 class AwsTarget(Target):
     name = "aws"
+    settings: AwsSettings
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
@@ -80,6 +82,7 @@ class AwsTarget(Target):
             "build_digest": "0" * 64,
             "run_id": "validate",
             "manifest_path": str(self.state.root / "work" / "validate" / "manifest.json"),
+            "inventory_directory": str(self.state.root / "work" / "validate" / "inventory"),
             "ssh_cidr": "192.0.2.1/32",
         }
 
@@ -146,6 +149,35 @@ class AwsTarget(Target):
             raise BakeError(f"packer's manifest names no AMI in {self.settings.region}: {amis}")
         return Built(image.name, digest, source.ami, ami=amis[self.settings.region])
 
+    def ask_instances(self, instances: list[str], command: str) -> dict[str, tuple[str, str]]:
+        """Over SSM Run Command: no inbound port, the instance's SSM agent runs it."""
+        from bake.aws import run_command
+
+        return run_command.run_shell(self.cloud, instances, command)
+
+    def publish_sbom(self, image: str, ami: str, document: str) -> str:
+        """Into [aws] sbom_store when set (where other runners find it); a copy stays in the
+        state directory."""
+        kept = super().publish_sbom(image, ami, document)
+        if not self.settings.sbom_store:
+            return kept
+        bucket, key = _s3_key(self.settings.sbom_store, f"{image}/{ami}.cdx.json")
+        self.cloud.client("s3").put_object(
+            Bucket=bucket, Key=key, Body=document.encode(), ContentType="application/json"
+        )
+        return f"s3://{bucket}/{key}"
+
+    def read_sbom(self, location: str) -> str | None:
+        if not location.startswith("s3://"):
+            return super().read_sbom(location)
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        s3 = self.cloud.client("s3")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        return str(body.decode("utf-8"))
+
     def still_exists(self, built: Built) -> bool:
         return bool(built.ami) and images.describe(self.cloud, built.ami or "") is not None
 
@@ -189,3 +221,9 @@ class AwsTarget(Target):
             self.console.line(f"    {launched.instance_id} at {launched.address}: waiting for SSH")
             ssh.wait_for_ssh(self.runner, host, timeout=self.settings.boot_timeout)
             yield host
+
+
+def _s3_key(store: str, name: str) -> tuple[str, str]:
+    """The bucket and key of `name` under an s3://BUCKET/PREFIX store."""
+    bucket, _, prefix = store.removeprefix("s3://").partition("/")
+    return bucket, f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name

@@ -9,15 +9,18 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
 from bake.errors import BakeError
+from bake.freshness import Mirrors
 from bake.history import History
 from bake.packer import PackerVersion
 from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.settings import AwsSettings, LocalSettings
 from bake.ssh import SshHost
 from bake.state import StateDir
 
@@ -29,6 +32,7 @@ class Target(ABC):
     """One place runs happen. Subclasses fill in how images are built, kept and booted there."""
 
     name: ClassVar[str]
+    settings: LocalSettings | AwsSettings
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
@@ -45,6 +49,46 @@ class Target(ABC):
         """boto3 clients for this target (starting the local cloud when needed)."""
 
     # rendering and building
+
+    def mirrors(self) -> Mirrors:
+        """The Debian mirrors this target's builds patch from (unless a patch step names one)."""
+        settings = self.settings
+        return Mirrors(settings.mirror, settings.security_mirror, Path(settings.archive_keyring))
+
+    # instances of services, as the proof of a rollout asks them
+
+    def in_service_instances(self, group: str) -> list[str]:
+        """The InService instances of an Auto Scaling group."""
+        from bake.aws import autoscaling
+
+        found = autoscaling.find_group(self.cloud, group)
+        return autoscaling.in_service(found) if found else []
+
+    @abstractmethod
+    def ask_instances(self, instances: list[str], command: str) -> dict[str, tuple[str, str]]:
+        """Run a shell command on each instance: instance -> (its output, an error or "")."""
+
+    # the package lists published beside images
+
+    def publish_sbom(self, image: str, ami: str, document: str) -> str:
+        """Keep an AMI's SBOM where this target publishes them; give its location (a URI)."""
+        path = self.state.root / "sbom" / image / f"{ami}.cdx.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(document, encoding="utf-8")
+        partial.replace(path)
+        return path.as_uri()
+
+    def artifact_of(self, ami: str) -> str | None:
+        """What else the target knows an AMI's image by (the local target's disk sha256)."""
+        return None
+
+    def read_sbom(self, location: str) -> str | None:
+        """The SBOM published at `location`, or None when it is not there (any more)."""
+        if not location.startswith("file://"):
+            return None
+        path = Path(unquote(location.removeprefix("file://")))
+        return path.read_text(encoding="utf-8") if path.is_file() else None
 
     @abstractmethod
     def template(self) -> str:

@@ -20,10 +20,12 @@ from bake.errors import BakeError, InputError
 from bake.history import History
 from bake.local import basedisk, dataplane, imds, qemu, seed
 from bake.local import cloud as local_cloud
+from bake.local.machines import read_records
 from bake.local.store import ImageStore
 from bake.packer import PackerVersion
 from bake.records import Built, SourceImage
 from bake.runner import Runner
+from bake.settings import LocalSettings
 from bake.ssh import SshHost
 from bake.state import StateDir
 from bake.targets.base import RecordResource, Target
@@ -33,6 +35,7 @@ PLACEHOLDER_SHA = "0" * 64
 
 class LocalTarget(Target):
     name = "local"
+    settings: LocalSettings
 
     def __init__(
         self, config: Config, state: StateDir, history: History, runner: Runner, console: Console
@@ -90,6 +93,7 @@ class LocalTarget(Target):
             "run_id": "validate",
             "output_directory": str(scratch / "output"),
             "manifest_path": str(scratch / "manifest.json"),
+            "inventory_directory": str(scratch / "inventory"),
         }
 
     def build_variables(self, work: Path) -> dict[str, str]:
@@ -204,6 +208,26 @@ class LocalTarget(Target):
             },
             artifact=sha256,
         )
+
+    def ask_instances(self, instances: list[str], command: str) -> dict[str, tuple[str, str]]:
+        """Over SSH to each instance's machine in the data plane, as root with the toolkit's key."""
+        machines = {m.instance_id: m for m in read_records(self.state)}
+        private_key, _ = self.keypair
+        config_file = ssh.write_ssh_config(self.state.ssh)
+        answers = {}
+        for instance in instances:
+            machine = machines.get(instance)
+            if machine is None or not machine.ssh_port:
+                answers[instance] = ("", "no machine in the local data plane")
+                continue
+            host = ssh.SshHost("127.0.0.1", machine.ssh_port, "root", private_key, config_file)
+            done = ssh.run(self.runner, host, command, check=False, timeout=60)
+            error = "" if done.ok else (done.stderr.strip().splitlines() or ["ssh failed"])[-1]
+            answers[instance] = (done.stdout, error)
+        return answers
+
+    def artifact_of(self, ami: str) -> str | None:
+        return self.store.sha_for_ami(ami)
 
     def keep_artifact(
         self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage

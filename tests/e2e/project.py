@@ -98,3 +98,16 @@ class Project:
             aws_access_key_id="any",
             aws_secret_access_key="any",
         )
+
+
+def variant(tmp_path: Path, *changes: tuple[str, str]) -> Path:
+    """A copy of the shipped bake.toml with `changes` made, its paths pointing into the checkout."""
+    text = (REPO / "bake.toml").read_text()
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new)
+    for folder in ("serverspec_tests/", "packer/scripts/"):
+        text = text.replace(f'"{folder}', f'"{REPO / folder}/')
+    config = tmp_path / "bake.toml"
+    config.write_text(f'packer_dir = "{REPO / "packer"}"\n{text}')
+    return config

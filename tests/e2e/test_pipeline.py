@@ -24,7 +24,7 @@ import pytest
 from bake.history import History
 from bake.polling import wait_until
 from tests.e2e.load import Load
-from tests.e2e.project import REPO, Project
+from tests.e2e.project import REPO, Project, variant
 
 pytestmark = pytest.mark.vm
 
@@ -70,19 +70,6 @@ def answered_by_one_colour_then_the_other(load: Load, before: set[str], after: s
     assert set(head) <= before, f"the first answers came from {set(head) - before}"
     assert set(tail) <= after, f"the last answers came from {set(tail) - after}"
     assert before & set(served) and after & set(served)
-
-
-def variant(tmp_path: Path, *changes: tuple[str, str]) -> Path:
-    """A copy of the shipped bake.toml with `changes` made, its paths pointing into the checkout."""
-    text = (REPO / "bake.toml").read_text()
-    for old, new in changes:
-        assert old in text
-        text = text.replace(old, new)
-    for folder in ("serverspec_tests/", "packer/scripts/"):
-        text = text.replace(f'"{folder}', f'"{REPO / folder}/')
-    config = tmp_path / "bake.toml"
-    config.write_text(f'packer_dir = "{REPO / "packer"}"\n{text}')
-    return config
 
 
 def page(url: str) -> dict[str, Any]:

@@ -81,7 +81,8 @@ def write_junit(failures: int):
 
 
 def make_app(config_path: Path, *, failures: int = 0) -> App:
-    runner = FakeRunner(real=frozenset({"packer"}))
+    # packer really builds; `bake swap` processes started by `bake rollout` really run.
+    runner = FakeRunner(real=frozenset({"packer", "-m bake"}))
     runner.on("ssh", stdout="6.1.0-56-cloud-amd64\n")
     runner.on(
         lambda argv: argv[1:3] == ["-m", "pytest"],

@@ -83,7 +83,8 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
     assert 'imds_support = "v2.0"' in text
     assert "ami_org_arns" in text
     assert "temporary_security_group_source_cidrs = [var.ssh_cidr]" in text
-    assert text.count('provisioner "shell"') == 4
+    assert text.count('provisioner "shell"') == 6, "4 steps and the two package lists"
+    assert text.count('provisioner "file"') == 2, "the package lists, downloaded"
     assert "sudo -E sh -eu" in text
     assert [argv[1] for argv in app.runner.commands("packer")] == ["version", "init", "validate"]
 

@@ -8,6 +8,7 @@ the files a real command would make); `returncodes` answers successive calls in 
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,13 @@ class FakeRunner(Runner):
     processes: list[FakeProcess] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     real: frozenset[str] = frozenset()
-    """Programs that really run (through the product's Runner), recorded like the others."""
+    """Programs that really run (through the product's Runner), recorded like the others; "-m
+    NAME" for a Python module run by this interpreter."""
+
+    def _is_real(self, argv: Sequence[object]) -> bool:
+        words = [str(a) for a in argv]
+        module = words[1:2] == ["-m"] and words[0] == sys.executable and f"-m {words[2]}"
+        return words[0] in self.real or (bool(module) and module in self.real)
 
     def on(self, match: Match, **answer) -> FakeRunner:
         """Answer commands matching `match` (program name or predicate) with `answer`."""
@@ -105,7 +112,7 @@ class FakeRunner(Runner):
         cwd: Path | str | None = None,
         input: str | None = None,
     ) -> Completed:
-        if str(argv[0]) in self.real:
+        if self._is_real(argv):
             self.calls.append([str(a) for a in argv])
             self.environments.append(dict(env or {}))
             return Runner.run(
@@ -129,7 +136,7 @@ class FakeRunner(Runner):
         cwd: Path | str | None = None,
         stop_grace: float = 10.0,
     ) -> Completed:
-        if str(argv[0]) in self.real:
+        if self._is_real(argv):
             self.calls.append([str(a) for a in argv])
             self.environments.append(dict(env or {}))
             return Runner.stream(
@@ -158,6 +165,9 @@ class FakeRunner(Runner):
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
     ) -> FakeProcess:  # type: ignore[override]
+        if self._is_real(argv):
+            self.calls.append([str(a) for a in argv])
+            return Runner.spawn(self, argv, log_path=log_path, env=env, cwd=cwd)  # type: ignore[return-value]
         argv, rule, _status = self._answer(argv, env)
         process = FakeProcess(argv, returncode=rule.exits)
         self.processes.append(process)

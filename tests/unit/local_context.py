@@ -32,7 +32,10 @@ class StubbedLocalTarget(LocalTarget):
 
 
 def make_context(
-    tmp_path: Path, packer_version: str = "1.6.6", **image_overrides: Any
+    tmp_path: Path,
+    packer_version: str = "1.6.6",
+    local: dict[str, Any] | None = None,
+    **image_overrides: Any,
 ) -> RunContext:
     if not (tmp_path / "packer").exists():
         shutil.copytree(REPO / "packer", tmp_path / "packer")
@@ -46,6 +49,7 @@ def make_context(
                 **image_overrides,
             }
         },
+        "local": local or {},
     }
     loaded = config.from_dict(raw, tmp_path / "bake.toml")
     state = StateDir(tmp_path / "state").ensure()

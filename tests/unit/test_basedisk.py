@@ -12,6 +12,7 @@ from bake import locks
 from bake.config import LocalSettings
 from bake.errors import BakeError, CommandFailed
 from bake.history import History
+from bake.inventory import Inventory
 from bake.local import basedisk
 from bake.local.basedisk import Recipe
 from bake.local.store import ImageStore
@@ -20,6 +21,11 @@ from tests.unit.fakes import FakeRunner
 from tests.unit.flock_waiters import until_waiting_for_flock
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3Nza goldenbake"
+# What dpkg-query lists in the tree: one installed package, one removed but configured.
+TREE_PACKAGES = (
+    "ii \tlinux-image-cloud-amd64\t6.1.158-1\tamd64\tlinux-signed-amd64\t6.1.158+1\n"
+    "rc \tlibold1\t1.0-1\tamd64\tlibold\t1.0-1\n"
+)
 SETTINGS = LocalSettings(accelerator="tcg", disk_size_gb=2)
 
 
@@ -145,6 +151,7 @@ class FakeBuild:
         self.runner.on("mmdebstrap", effect=lambda argv: _fake_tree(Path(argv[-2])))
         self.runner.on("qemu-system-x86_64", effect=self._first_boot)
         self.runner.on("qemu-img", effect=lambda argv: Path(argv[-1]).write_bytes(b"qcow2 disk"))
+        self.runner.on("dpkg-query", stdout=TREE_PACKAGES)
 
     def _first_boot(self, argv: list[str]) -> None:
         rootfs = Path(argv[argv.index("-kernel") + 1]).parent.parent
@@ -171,11 +178,17 @@ def test_build_runs_each_phase_and_stores_the_disk(
     disk = _build(fake, state, history, public_key, lines)
 
     assert [argv[0] for argv in fake.runner.calls] == [
-        "mmdebstrap", "mke2fs", "qemu-system-x86_64", "qemu-img",
+        "mmdebstrap", "dpkg-query", "mke2fs", "qemu-system-x86_64", "qemu-img",
     ]  # fmt: skip
     mmdebstrap = fake.runner.calls[0]
+    admindir = fake.runner.calls[1][1]
+    assert admindir.startswith("--admindir=") and admindir.endswith("/rootfs/var/lib/dpkg")
+    [kernel] = Inventory(history.path).packages(disk.sha256) or []
+    assert (kernel.name, kernel.version, kernel.source) == (
+        "linux-image-cloud-amd64", "6.1.158-1", "linux-signed-amd64",
+    )  # fmt: skip
     assert mmdebstrap[-3:-2] == ["bookworm"] and mmdebstrap[-1] == SETTINGS.mirror
-    mke2fs = fake.runner.calls[1]
+    mke2fs = fake.runner.calls[2]
     assert mke2fs[mke2fs.index("-E") + 1] == "offset=1048576"
     assert mke2fs[-1] == "2047M"
     assert fake.seen_in_tree["keys"] == PUBLIC_KEY + "\n"
@@ -269,7 +282,7 @@ def test_a_disk_built_while_waiting_for_the_lock_is_reused(
         until_waiting_for_flock()
         store = ImageStore(state.store, history)
         built = basedisk._build_and_store(
-            FakeBuild().runner, state, SETTINGS, recipe, store, lambda _line: None
+            FakeBuild().runner, state, history, SETTINGS, recipe, store, lambda _line: None
         )
     thread.join(10)
 

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from bake import freshness
 from bake.console import Console
 from bake.errors import StageFailed
+from bake.inventory import Inventory
+from bake.packages import Package, format_dpkg_query
 from bake.records import Built, RunOptions, SourceImage
-from bake.stages.build import Build, build_digest
+from bake.stages.build import Build, build_digest, inputs_digest
 from bake.stages.render import render_image
+from tests.unit.fake_archive import Mirror
 from tests.unit.local_context import make_context
 
 PACKER_OUTPUT = [
@@ -56,11 +60,39 @@ def fake_packer_build(argv: list[str]) -> None:
         "last_run_uuid": "u1",
     }
     Path(var(argv, "manifest_path")).write_text(json.dumps(manifest))
+    lists = Path(var(argv, "inventory_directory"))
+    (lists / "source-packages.tsv").write_text(format_dpkg_query([OPENSSL_BEFORE]))
+    (lists / "packages.tsv").write_text(format_dpkg_query([OPENSSL_AFTER, NGINX]))
+
+
+OPENSSL_BEFORE = Package("openssl", "3.0.15-1~deb12u1", "amd64", "openssl", "3.0.15-1~deb12u1")
+OPENSSL_AFTER = Package("openssl", "3.0.17-1~deb12u2", "amd64", "openssl", "3.0.17-1~deb12u2")
+NGINX = Package("nginx", "1.22.1-9+deb12u2", "amd64", "nginx", "1.22.1-9+deb12u2")
+
+
+# What the archive the patch step upgrades from has: a newer openssl in -security.
+ARCHIVE = {
+    "bookworm": ["openssl 3.0.15-1~deb12u1 amd64", "nginx 1.22.1-9+deb12u2 amd64"],
+    "bookworm-updates": [],
+    "bookworm-security": ["openssl 3.0.17-1~deb12u2 amd64"],
+}
+
+
+def publish(mirror: Mirror, suites: dict[str, list[str]]) -> None:
+    for suite, packages in suites.items():
+        archive = "debian-security" if suite.endswith("-security") else "debian"
+        mirror.publish(suite, packages, archive=archive)
 
 
 @pytest.fixture
-def ctx(tmp_path: Path):
-    context = make_context(tmp_path)
+def ctx(tmp_path: Path, mirror: Mirror):
+    publish(mirror, ARCHIVE)
+    local = {
+        "mirror": f"{mirror.url}/debian",
+        "security_mirror": f"{mirror.url}/debian-security",
+        "archive_keyring": str(mirror.signer.keyring),
+    }
+    context = make_context(tmp_path, local=local)
     base = tmp_path / "base.qcow2"
     base.write_bytes(b"base disk")
     sha = hashlib.sha256(base.read_bytes()).hexdigest()
@@ -160,42 +192,72 @@ def test_a_failed_packer_build_names_the_error_and_the_log(ctx) -> None:
 
 
 def test_the_digest_covers_every_input(ctx) -> None:
-    image = ctx.require_image()
-    rendered = render_image(ctx, image)
+    rendered = render_image(ctx, ctx.require_image())
     source = ctx.target.source
-    digest = build_digest(rendered, source, image, "local", "2026-11-26")
-    assert digest == build_digest(rendered, source, image, "local", "2026-11-26")
-    assert digest != build_digest(rendered, source, image, "local", "2026-11-27")
-    assert digest != build_digest(rendered, source, image, "aws", "2026-11-26")
+    inputs = inputs_digest(rendered, "local")
+    digest = build_digest(inputs, source, "updates=1")
+    assert digest == build_digest(inputs_digest(rendered, "local"), source, "updates=1")
+    assert digest != build_digest(inputs, source, "updates=2")
+    assert digest != build_digest(inputs_digest(rendered, "aws"), source, "updates=1")
     other_source = SourceImage("ami-0base", "", {}, artifact="f" * 64)
-    assert digest != build_digest(rendered, other_source, image, "local", "2026-11-26")
+    assert digest != build_digest(inputs, other_source, "updates=1")
     script = next(path for path in rendered.files if path.name == "harden.sh")
     script.write_text(script.read_text() + "\n# changed\n")
-    assert digest != build_digest(rendered, source, image, "local", "2026-11-26")
+    assert inputs_digest(rendered, "local") != inputs
 
 
-def test_without_a_patch_step_the_day_does_not_matter(tmp_path: Path) -> None:
+def test_without_a_patch_step_the_archive_does_not_matter(tmp_path: Path) -> None:
     ctx = make_context(tmp_path, steps=["harden"])
-    image = ctx.require_image()
-    rendered = render_image(ctx, image)
-    source = SourceImage("ami-0base", "", {}, artifact="a" * 64)
-    assert build_digest(rendered, source, image, "local", "2026-11-26") == build_digest(
-        rendered, source, image, "local", "2026-12-25"
-    )
+    mirrors = ctx.target.mirrors()
+
+    assert freshness.archive_input(ctx.require_image(), mirrors, ctx.state, [], print) == ""
 
 
 def test_the_digest_covers_the_template_text_and_the_names_of_files(ctx) -> None:
-    image = ctx.require_image()
-    rendered = render_image(ctx, image)
-    source = ctx.target.source
-    digest = build_digest(rendered, source, image, "local", "2026-11-26")
+    rendered = render_image(ctx, ctx.require_image())
+    inputs = inputs_digest(rendered, "local")
     retexted = dataclasses.replace(rendered, text=rendered.text + "\n# another line\n")
-    assert build_digest(retexted, source, image, "local", "2026-11-26") != digest
+    assert inputs_digest(retexted, "local") != inputs
     script = rendered.files[0]
     renamed = script.with_name("renamed-" + script.name)
     shutil.copy(script, renamed)
     moved = dataclasses.replace(rendered, files=(renamed, *rendered.files[1:]))
-    assert build_digest(moved, source, image, "local", "2026-11-26") != digest
+    assert inputs_digest(moved, "local") != inputs
+
+
+def test_a_new_update_in_the_archive_builds_again_and_nothing_new_reuses(ctx, mirror) -> None:
+    first = Build(ctx).run()
+    ctx.run_id = "r2"
+    assert Build(ctx).run().status == "skipped", "the archive has nothing new: reused"
+
+    publish(mirror, {"bookworm-security": ["openssl 3.0.18-1~deb12u1 amd64"]})
+    (ctx.state.root / "archive" / "state.json").unlink()  # as if the cache had aged
+    ctx.run_id = "r3"
+    third = Build(ctx).run()
+
+    assert third.status == "succeeded", "a new security update is a new input"
+    assert third.records[0].digest != first.records[0].digest
+    assert len(packer_builds(ctx)) == 2
+
+
+def test_a_build_keeps_the_digest_of_its_inputs_alone(ctx) -> None:
+    (built,) = Build(ctx).run().records
+
+    assert built.inputs_digest == inputs_digest(render_image(ctx, ctx.require_image()), "local")
+    assert ctx.history.builds("base")[0].built() == built
+
+
+def test_an_archive_that_cannot_be_read_warns_and_builds(ctx, mirror) -> None:
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+    Build(ctx).run()
+    mirror.server.shutdown()
+    mirror.server.server_close()  # connections are refused, as by a mirror that is down
+    (ctx.state.root / "archive" / "state.json").unlink()
+    ctx.run_id = "r2"
+
+    assert Build(ctx).run().status == "succeeded"
+    assert "the archive's indexes cannot be read" in stream.getvalue()
 
 
 def test_a_rotated_base_is_said(ctx) -> None:
@@ -222,3 +284,24 @@ def test_the_build_records_what_it_made(ctx) -> None:
     assert [(row["kind"], row["resource_id"]) for row in resources] == [
         ("artifact", built.artifact)
     ]
+
+
+def test_the_package_lists_of_the_image_and_its_source_are_recorded(ctx) -> None:
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+
+    (built,) = Build(ctx).run().records
+
+    known = Inventory(ctx.history.path)
+    assert known.packages(built.artifact) == [NGINX, OPENSSL_AFTER]
+    assert known.packages(ctx.target.source.artifact) == [OPENSSL_BEFORE]
+    assert "2 packages installed in base" in stream.getvalue()
+
+
+def test_a_known_source_list_is_not_replaced_by_a_later_build(ctx) -> None:
+    known = Inventory(ctx.history.path)
+    known.record(ctx.target.source.artifact, "base-disk:debian-bookworm", [OPENSSL_AFTER])
+
+    Build(ctx).run()
+
+    assert known.packages(ctx.target.source.artifact) == [OPENSSL_AFTER]

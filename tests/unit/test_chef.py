@@ -36,10 +36,14 @@ def chef_context(tmp_path: Path, **options: Any) -> RunContext:
 
 
 def render(ctx: RunContext) -> tuple[Rendered, list[dict[str, Any]]]:
-    """Render the image; give the result and its provisioner blocks as python-hcl2 reads them."""
+    """Render the image; give the result and its steps' provisioner blocks as python-hcl2 reads
+    them (without the package lists taken before the first step and after the seal)."""
     rendered = render_image(ctx, ctx.require_image())
     parsed = templates.parse(rendered.text, rendered.path)
-    return rendered, parsed["build"][0]["provisioner"]
+    blocks = parsed["build"][0]["provisioner"]
+    inventory = [blocks[0], blocks[1], blocks[-2], blocks[-1]]
+    assert [Path(b["shell"]["script"]).name for b in inventory[::2]] == ["inventory.sh"] * 2
+    return rendered, blocks[2:-2]
 
 
 def chef_dir(ctx: RunContext) -> Path:

@@ -31,9 +31,22 @@ def test_renders_the_local_template_for_packer_1_6(tmp_path: Path) -> None:
     assert source["disk_image"] is True
     assert source["ssh_private_key_file"] == "/keys/id_ed25519"
     provisioners = parsed["build"][0]["provisioner"]
-    scripts = [Path(p["shell"]["script"]).name for p in provisioners]
-    assert scripts == ["patch.sh", "harden.sh", "lineage.sh", "seal.sh"]
-    lineage_env = provisioners[2]["shell"]["environment_vars"]
+    steps = [Path(p["shell"]["script"]).name if "shell" in p else p["file"] for p in provisioners]
+    download = {
+        "__is_block__": True,
+        "direction": "download",
+        "source": "/run/bake-source-packages.tsv",
+        "destination": "${var.inventory_directory}/source-packages.tsv",
+    }
+    assert steps == [
+        "inventory.sh", download, "patch.sh", "harden.sh", "lineage.sh", "seal.sh",
+        "inventory.sh", {**download, "source": "/run/bake-packages.tsv",
+                         "destination": "${var.inventory_directory}/packages.tsv"},
+    ]  # fmt: skip
+    assert provisioners[0]["shell"]["environment_vars"] == [
+        "BAKE_INVENTORY_FILE=/run/bake-source-packages.tsv"
+    ]
+    lineage_env = provisioners[4]["shell"]["environment_vars"]
     assert "BAKE_DIGEST=${var.build_digest}" in lineage_env
     assert "manifest" in parsed["build"][0]["post-processor"][0]
 
@@ -60,7 +73,7 @@ def test_validate_gets_every_variable_and_the_rendered_file(tmp_path: Path) -> N
 def test_patch_mirrors_come_from_the_step_or_the_target(tmp_path: Path) -> None:
     ctx = make_context(tmp_path, steps=[{"patch": {"mirror": "http://mirror.example/debian"}}])
     render_image(ctx, ctx.require_image())
-    env = parse_rendered(ctx)["build"][0]["provisioner"][0]["shell"]["environment_vars"]
+    env = parse_rendered(ctx)["build"][0]["provisioner"][2]["shell"]["environment_vars"]
     assert "BAKE_MIRROR=http://mirror.example/debian" in env
     assert "BAKE_SECURITY_MIRROR=http://deb.debian.org/debian-security" in env
 
@@ -70,7 +83,7 @@ def test_a_shell_step_runs_its_script_with_its_environment(tmp_path: Path) -> No
     step = {"shell": {"script": "site.sh", "environment": {"ROLE": "web", "PORT": "8080"}}}
     ctx = make_context(tmp_path, steps=[step])
     render_image(ctx, ctx.require_image())
-    shell = parse_rendered(ctx)["build"][0]["provisioner"][0]["shell"]
+    shell = parse_rendered(ctx)["build"][0]["provisioner"][2]["shell"]
     assert shell["script"] == str(tmp_path / "site.sh")
     assert shell["environment_vars"] == ["ROLE=web", "PORT=8080"]
 
