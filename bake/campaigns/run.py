@@ -5,7 +5,6 @@ and report what happened. A failure stops that image's descendants and services;
 
 from __future__ import annotations
 
-import threading
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +63,6 @@ class _Progress:
     rollout_id: str
     notifier: Notifier
     timeline: list[TimelineEntry] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, subject: str, error: str) -> None:
         self.notifier.send(failure_text(self.rollout_id, subject, error))
@@ -74,31 +72,29 @@ class _Progress:
         record = next((run for run in history.runs(500) if run.run_id == run_id), None)
         if record is None:
             return
-        with self.lock:
-            for stage in record.stages:
-                if stage.finished is None:
-                    continue
-                self.timeline.append(
-                    TimelineEntry(
-                        subject=subject,
-                        stage=stage.name,
-                        started=reports.timestamp(_parse(stage.started)),
-                        finished=reports.timestamp(_parse(stage.finished)),
-                        result=_stage_result(stage.status),
-                    )
-                )
-
-    def add(self, subject: str, stage: str, started: datetime, result: str) -> None:
-        with self.lock:
+        for stage in record.stages:
+            if stage.finished is None:
+                continue
             self.timeline.append(
                 TimelineEntry(
-                    subject,
-                    stage,
-                    reports.timestamp(started),
-                    reports.timestamp(_now()),
-                    _stage_result(result),
+                    subject=subject,
+                    stage=stage.name,
+                    started=reports.timestamp(_parse(stage.started)),
+                    finished=reports.timestamp(_parse(stage.finished)),
+                    result=_stage_result(stage.status),
                 )
             )
+
+    def add(self, subject: str, stage: str, started: datetime, result: str) -> None:
+        self.timeline.append(
+            TimelineEntry(
+                subject,
+                stage,
+                reports.timestamp(started),
+                reports.timestamp(_now()),
+                _stage_result(result),
+            )
+        )
 
 
 def execute(app: App, options: RolloutOptions) -> Outcome:
