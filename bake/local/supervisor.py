@@ -386,7 +386,10 @@ class Supervisor:
 
     def machine_entry(self, machine: Machine) -> dict[str, Any]:
         entry = machine.to_dict()
-        target_group = self.config.service(machine.service).names(machine.color).target_group
+        service = self.config.services.get(machine.service)
+        if service is None:  # a service taken out of the config: its machines are stopped
+            return {**entry, "target_group": None, "health": None}
+        target_group = service.names(machine.color).target_group
         seen = self.health.get((target_group, machine.instance_id))
         entry["target_group"] = target_group
         entry["health"] = (

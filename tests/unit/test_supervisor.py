@@ -231,3 +231,16 @@ def test_frontend_ports_are_kept_across_restarts(tmp_path) -> None:
     first = supervisor.frontend_ports(state, ["demo", "shop"], set())
     assert supervisor.frontend_ports(state, ["demo", "shop"], set()) == first
     assert len(set(first.values())) == 2
+
+
+def test_machines_of_a_service_taken_out_of_the_config_are_listed_and_stopped(plane) -> None:
+    # A supervisor started with a config that no longer names `shop` adopts its live machines.
+    plane.fleet.machines["i-0shop"] = Machine("i-0shop", "shop", "green", "ami-1", "/m", pid=9)
+
+    plane.start()
+    plane.step()
+
+    status = json.loads((plane.state.local / supervisor.STATUS_NAME).read_text())
+    (shop,) = [m for m in status["machines"] if m["service"] == "shop"]
+    assert (shop["target_group"], shop["health"]) == (None, None)
+    assert plane.fleet.stopped == ["i-0shop"], "its instance is in no configured group"
