@@ -61,7 +61,14 @@ def lineage_tags(
 
 
 def tag_lineage(
-    cloud: Any, ami: str, built: Built, *, verified: bool, kernel: str, run_id: str
+    cloud: Any,
+    ami: str,
+    built: Built,
+    *,
+    verified: bool,
+    kernel: str,
+    run_id: str,
+    extra: dict[str, str] | None = None,
 ) -> None:
     """Tag an AMI (and its snapshots) with the lineage of the build it came from."""
     tag(
@@ -75,7 +82,8 @@ def tag_lineage(
             kernel=kernel,
             run_id=run_id,
             inputs=built.inputs_digest,
-        ),
+        )
+        | (extra or {}),
     )
 
 

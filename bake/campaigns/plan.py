@@ -177,6 +177,7 @@ class Planner:
         self.target = app.target
         self.inventory = Inventory(app.history.path)
         self._archives: dict[tuple[archive.Suite, ...], archive.Archive] = {}
+        self._packages: dict[str, list[Package] | None] = {}  # by AMI, read once per plan
 
     def plan(self, selection: Selection) -> CampaignPlan:
         image_names, service_names = select(self.config, selection)
@@ -256,6 +257,12 @@ class Planner:
         """An AMI's package list: recorded here, or read from its published SBOM."""
         if not ami:
             return None
+        if ami in self._packages:
+            return self._packages[ami]
+        self._packages[ami] = self._read_packages(ami, tags)
+        return self._packages[ami]
+
+    def _read_packages(self, ami: str, tags: dict[str, str]) -> list[Package] | None:
         known = self.inventory.packages(ami, self.target.artifact_of(ami))
         if known is not None:
             return known

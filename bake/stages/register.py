@@ -33,14 +33,14 @@ class Register(Stage):
                 VerifiedAmi(ami),
                 Published(ami, parameter),
             )
-        images.tag_lineage(cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id)
         location = self._publish_sbom(built, ami, kernel)
         # What a planner on any runner compares: the suites it passed, where its packages are.
-        # (bake:image again: the policy lets the pipeline tag only its images' AMIs.)
-        extra = {"bake:image": image.name, "bake:suites": suites_digest(suite_files(ctx))}
+        extra = {"bake:suites": suites_digest(suite_files(ctx))}
         if location:
             extra["bake:sbom"] = location
-        images.tag(cloud, ami, extra)
+        images.tag_lineage(
+            cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
+        )
         version = images.publish(cloud, image.name, ami)
         sbom_note = f", SBOM {location}" if location else ""
         return Outcome.done(
