@@ -67,6 +67,7 @@ lint: install
 bench: install
 	$(VENV)/bin/python bench/bake_overhead.py
 	$(VENV)/bin/python bench/machines.py
+	$(VENV)/bin/python bench/rollout.py
 
 # A report, not a gate (and not part of `make test`): how many small code changes the fast
 # suite notices; survivors and the JSON report land in .bake-mutation/report.json.

@@ -12,20 +12,21 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from bake import doctor as doctor_module
 from bake import signals
-from bake.app import App
-from bake.aws.errors import cloud_error
 from bake.console import duration
 from bake.errors import BakeError, Cancelled, ChecksFailed
-from bake.pipeline import RunResult
-from bake.records import AlreadyLive, RunOptions, Traffic, VerifiedAmi
 
-pass_app = click.make_pass_decorator(App)
+if TYPE_CHECKING:
+    from bake.app import App
+    from bake.pipeline import RunResult
+
+# The App (and with it boto3, the stages and the targets) is imported when a command runs, not
+# for `bake --help` or a usage error: the root command puts it in the context for every command.
+pass_app = click.pass_obj
 
 
 def json_flag(command: Any) -> Any:
@@ -33,7 +34,7 @@ def json_flag(command: Any) -> Any:
 
     def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         if value:
-            ctx.ensure_object(App).json_output = True
+            ctx.obj.json_output = True
 
     return click.option(
         "--json",
@@ -53,6 +54,8 @@ def emit(app: App, result: Any, human: str) -> None:
 
 
 def emit_rollout(app: App, service: str, result: RunResult) -> None:
+    from bake.records import AlreadyLive, Traffic, VerifiedAmi
+
     if already := result.records.get(AlreadyLive):
         human = f"{service}: already live: {already.live_color} runs {already.ami}; nothing changed"
         emit(app, result.to_dict(), f"{human} (run {result.run_id})")
@@ -78,11 +81,15 @@ def cli(ctx: click.Context, config_path: Path | None, json_output: bool, debug: 
     """Bake golden images, prove them on a fresh boot, and roll them out blue/green."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    from bake.app import App
+
     ctx.obj = App(config_path, json_output=json_output, debug=debug)
 
 
 def _image_command(command: str, summary: str, *extra_options: Any) -> None:
     def handler(app: App, image: str, rebuild: bool = False, reverify: bool = False) -> None:
+        from bake.records import RunOptions
+
         options = RunOptions(rebuild=rebuild, reverify=reverify)
         result = app.run(command, image=image, options=options)
         emit(app, result.to_dict(), f"{command} {image}: {result.status} (run {result.run_id})")
@@ -119,6 +126,8 @@ _image_command("register", "Tag IMAGE's newest verified build and publish it as 
 @pass_app
 def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
     """Bake SERVICE's image, verify, register, and roll it out blue/green."""
+    from bake.records import RunOptions
+
     options = RunOptions(rebuild=rebuild, reverify=rebuild)
     emit_rollout(app, service, app.run("bake-and-swap", service=service, options=options))
 
@@ -183,6 +192,8 @@ class RolloutFailed(BakeError):
 @pass_app
 def swap(app: App, service: str, ami: str | None) -> None:
     """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
+    from bake.records import RunOptions
+
     emit_rollout(app, service, app.run("swap", service=service, options=RunOptions(ami=ami)))
 
 
@@ -192,6 +203,8 @@ def swap(app: App, service: str, ami: str | None) -> None:
 @pass_app
 def rollback(app: App, service: str) -> None:
     """Send SERVICE's traffic back to its standby colour."""
+    from bake.records import Traffic
+
     result = app.run("rollback", service=service)
     traffic = result.records.need(Traffic, "rollback")
     emit(app, result.to_dict(), f"{service}: {traffic.live_color} is live again on {traffic.ami}")
@@ -281,6 +294,8 @@ def retire(app: App, image: str, keep: int, dry_run: bool) -> None:
     """Deregister IMAGE's old AMIs and delete their snapshots (never one in use)."""
     if keep < 1:
         raise click.BadParameter("must be at least 1", param_hint="--keep")
+    from bake.records import RunOptions
+
     result = app.run("retire", image=image, options=RunOptions(keep=keep, dry_run=dry_run))
     emit(
         app,
@@ -453,6 +468,8 @@ def describe_local(info: dict[str, Any]) -> str:
 @pass_app
 def doctor(app: App) -> None:
     """Check what the toolkit needs on this machine and say how to install what is missing."""
+    from bake import doctor as doctor_module
+
     checks = doctor_module.run_checks(app)
     lines = [
         f"{'ok ' if check.ok else 'MISSING'} {check.name}: {check.detail}"
@@ -485,7 +502,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(exc: BaseException, *, debug: bool) -> int:
     """Print one line for `exc` on stderr and give the exit code it calls for."""
-    exc = cloud_error(exc) or exc
+    if "botocore" in sys.modules:  # a cloud's error can only come once botocore is imported
+        from bake.aws.errors import cloud_error
+
+        exc = cloud_error(exc) or exc
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):  # click turns ^C into Abort
         click.echo("error: interrupted; the interrupted stage was undone", err=True)
         return 130

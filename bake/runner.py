@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bake import signals
 from bake.errors import BakeError, CommandFailed, CommandTimedOut
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class _Deadline:
         self.expired = False
         self._timer = threading.Timer(timeout, self._expire, args=(popen.pid,)) if timeout else None
         if self._timer:
+            self._timer.daemon = True  # never keeps an exiting toolkit waiting
             self._timer.start()
 
     def _expire(self, pid: int) -> None:
@@ -104,6 +106,13 @@ def _pump(
             tail = (tail + [line])[-50:]
             on_line(line)
     return tail
+
+
+def _signals_held() -> contextlib.AbstractContextManager[None]:
+    """Stop signals wait for the block to end (only the main thread receives them)."""
+    if threading.current_thread() is threading.main_thread():
+        return signals.held()
+    return contextlib.nullcontext()
 
 
 def _not_started(argv: list[str], exc: OSError) -> BakeError:
@@ -179,29 +188,38 @@ class Runner:
         argv = [str(a) for a in argv]
         log.debug("stream: %s", " ".join(argv))
         started = time.monotonic()
+        popen: subprocess.Popen | None = None
+        deadline: _Deadline | None = None
         try:
-            popen = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                bufsize=1,
-                env=_environment(env),
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except (FileNotFoundError, PermissionError) as exc:
-            raise _not_started(argv, exc) from exc
-        deadline = _Deadline(popen, timeout)
-        try:
+            # A stop signal waits until the process and its deadline exist, so that it stops both.
+            with _signals_held():
+                popen = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    bufsize=1,
+                    env=_environment(env),
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+                deadline = _Deadline(popen, timeout)
             tail = _pump(popen, on_line, log_path)
             returncode = popen.wait()
+        except (FileNotFoundError, PermissionError) as exc:
+            if popen is not None:
+                Process(popen, argv).stop(grace=stop_grace)
+                raise
+            raise _not_started(argv, exc) from exc
         except BaseException:
-            Process(popen, argv).stop(grace=stop_grace)
+            if popen is not None:
+                Process(popen, argv).stop(grace=stop_grace)
             raise
         finally:
-            deadline.cancel()
+            if deadline is not None:
+                deadline.cancel()
+        assert deadline is not None
         if deadline.expired:
             raise CommandTimedOut(argv, timeout or 0)
         result = Completed(argv, returncode, "\n".join(tail), "", time.monotonic() - started)

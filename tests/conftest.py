@@ -52,6 +52,7 @@ def cloud(moto_endpoint: str, _session_cloud: Cloud) -> Cloud:
     request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
+    _session_cloud.forget()
     return _session_cloud
 
 

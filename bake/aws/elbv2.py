@@ -34,14 +34,19 @@ _MIRRORED = (
 
 
 def find_load_balancer(cloud: Cloud, name: str) -> dict[str, Any] | None:
-    """The load balancer called `name`, or None."""
+    """The load balancer called `name`, or None (once found, it is not asked for again)."""
+    if (known := cloud.known.get(("load-balancer", name))) is not None:
+        return known
     try:
         found = cloud.client("elbv2").describe_load_balancers(Names=[name])["LoadBalancers"]
     except ClientError as exc:
         if error_code(exc) == "LoadBalancerNotFound":
             return None
         raise
-    return found[0] if found else None
+    if not found:
+        return None
+    cloud.known["load-balancer", name] = found[0]
+    return found[0]
 
 
 def create_load_balancer(
@@ -54,19 +59,27 @@ def create_load_balancer(
 
 
 def find_target_group(cloud: Cloud, name: str) -> dict[str, Any] | None:
-    """The target group called `name`, or None."""
+    """The target group called `name`, or None (once found, it is not asked for again: its ARN,
+    protocol, port, VPC and health check are what a swap reads)."""
+    if (known := cloud.known.get(("target-group", name))) is not None:
+        return known
     try:
         found = cloud.client("elbv2").describe_target_groups(Names=[name])["TargetGroups"]
     except ClientError as exc:
         if error_code(exc) == "TargetGroupNotFound":
             return None
         raise
-    return found[0] if found else None
+    if not found:
+        return None
+    cloud.known["target-group", name] = found[0]
+    return found[0]
 
 
 def create_target_group(cloud: Cloud, name: str, **settings: Any) -> dict[str, Any]:
     """Create a target group with the given CreateTargetGroup settings."""
-    return cloud.client("elbv2").create_target_group(Name=name, **settings)["TargetGroups"][0]
+    created = cloud.client("elbv2").create_target_group(Name=name, **settings)["TargetGroups"][0]
+    cloud.known["target-group", name] = created
+    return created
 
 
 def mirror_target_group(cloud: Cloud, name: str, source: dict[str, Any]) -> dict[str, Any]:

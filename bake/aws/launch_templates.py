@@ -38,10 +38,16 @@ def create(cloud: Cloud, name: str, data: dict[str, Any], description: str = "")
 
 
 def version(cloud: Cloud, launch_template_id: str, number: int | str) -> dict[str, Any]:
-    """One version of a template (`number` may be 3, "3", "$Latest" or "$Default")."""
-    return cloud.client("ec2").describe_launch_template_versions(
+    """One version of a template (`number` may be 3, "3", "$Latest" or "$Default"). A numbered
+    version never changes: it is asked for once."""
+    key = ("launch-template-version", f"{launch_template_id}:{number}")
+    if (known := cloud.known.get(key)) is not None:
+        return known
+    found = cloud.client("ec2").describe_launch_template_versions(
         LaunchTemplateId=launch_template_id, Versions=[str(number)]
     )["LaunchTemplateVersions"][0]
+    cloud.known["launch-template-version", f"{launch_template_id}:{found['VersionNumber']}"] = found
+    return found
 
 
 def versions(cloud: Cloud, launch_template_id: str) -> list[dict[str, Any]]:

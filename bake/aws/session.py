@@ -23,6 +23,13 @@ class Cloud:
     profile: str | None = None
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Facts that do not change once read, kept for the life of this Cloud so that a swap asks once:
+    # a load balancer's ARN by name, a target group by name, a numbered launch template version.
+    known: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def forget(self) -> None:
+        """Drop what `known` holds (the endpoint behind it was emptied or replaced)."""
+        self.known.clear()
 
     @property
     def session(self) -> boto3.Session:

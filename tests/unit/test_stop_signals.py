@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bake import signals
+from bake import runner, signals
 from bake.aws import instances
 from bake.errors import Cancelled
+from bake.localhost import pid_alive
 
 
 @pytest.fixture
@@ -73,3 +76,49 @@ def test_a_sigterm_during_a_create_call_still_records_and_removes_what_it_made(
         (instance_id,) = [resource for kind, resource in recorded if kind == "instance"]
         (reservation,) = client.describe_instances(InstanceIds=[instance_id])["Reservations"]
         assert reservation["Instances"][0]["State"]["Name"] == "terminated"
+
+
+class _RecordedPopen(subprocess.Popen):
+    """A Popen that remembers its pid and, when told to, receives a stop signal the moment it has
+    started."""
+
+    started: list[int] = []
+    signal_after_start = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _RecordedPopen.started.append(self.pid)
+        if _RecordedPopen.signal_after_start:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _SignalAfterTimer(threading.Timer):
+    """A deadline timer that receives a stop signal the moment it has started."""
+
+    def start(self) -> None:
+        super().start()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("point", ["process started", "deadline started", "first line"])
+def test_a_stop_signal_anywhere_in_starting_a_streamed_command_stops_it(
+    stop_handler, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    monkeypatch.setattr(_RecordedPopen, "started", [])
+    monkeypatch.setattr(_RecordedPopen, "signal_after_start", point == "process started")
+    monkeypatch.setattr(runner.subprocess, "Popen", _RecordedPopen)
+    if point == "deadline started":
+        monkeypatch.setattr(runner.threading, "Timer", _SignalAfterTimer)
+
+    def on_line(line: str) -> None:
+        if point == "first line":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Cancelled):
+        runner.Runner().stream(
+            ["sh", "-c", "echo go; exec sleep 30"], on_line=on_line, timeout=600, stop_grace=5
+        )
+    (pid,) = _RecordedPopen.started
+    assert not pid_alive(pid), "the command outlived the stop signal"
+    deadlines = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    assert not [t for t in deadlines if not t.finished.is_set()], "a deadline outlived the command"
