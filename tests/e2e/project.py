@@ -88,9 +88,6 @@ class Project:
             if machine["service"] == service and color in (None, machine["color"])
         ]
 
-    def instance_ids(self, color: str, service: str = "demo") -> set[str]:
-        return {machine["instance_id"] for machine in self.machines(color, service)}
-
     def aws(self, service: str) -> Any:
         """Any AWS client pointed at the local endpoint, as a user would make one."""
         endpoint = self.ok("--json", "local", "status").json["endpoint"]
