@@ -19,6 +19,7 @@ import click
 from bake import signals
 from bake.console import duration
 from bake.errors import BakeError, Cancelled, ChecksFailed
+from bake.records import AlreadyLive, RunOptions, Traffic, VerifiedAmi
 
 if TYPE_CHECKING:
     from bake.app import App
@@ -54,8 +55,6 @@ def emit(app: App, result: Any, human: str) -> None:
 
 
 def emit_rollout(app: App, service: str, result: RunResult) -> None:
-    from bake.records import AlreadyLive, Traffic, VerifiedAmi
-
     if already := result.records.get(AlreadyLive):
         human = f"{service}: already live: {already.live_color} runs {already.ami}; nothing changed"
         emit(app, result.to_dict(), f"{human} (run {result.run_id})")
@@ -88,8 +87,6 @@ def cli(ctx: click.Context, config_path: Path | None, json_output: bool, debug: 
 
 def _image_command(command: str, summary: str, *extra_options: Any) -> None:
     def handler(app: App, image: str, rebuild: bool = False, reverify: bool = False) -> None:
-        from bake.records import RunOptions
-
         options = RunOptions(rebuild=rebuild, reverify=reverify)
         result = app.run(command, image=image, options=options)
         emit(app, result.to_dict(), f"{command} {image}: {result.status} (run {result.run_id})")
@@ -126,8 +123,6 @@ _image_command("register", "Tag IMAGE's newest verified build and publish it as 
 @pass_app
 def bake_and_swap(app: App, service: str, rebuild: bool) -> None:
     """Bake SERVICE's image, verify, register, and roll it out blue/green."""
-    from bake.records import RunOptions
-
     options = RunOptions(rebuild=rebuild, reverify=rebuild)
     emit_rollout(app, service, app.run("bake-and-swap", service=service, options=options))
 
@@ -192,8 +187,6 @@ class RolloutFailed(BakeError):
 @pass_app
 def swap(app: App, service: str, ami: str | None) -> None:
     """Roll a verified AMI out to SERVICE's standby colour and shift traffic to it."""
-    from bake.records import RunOptions
-
     emit_rollout(app, service, app.run("swap", service=service, options=RunOptions(ami=ami)))
 
 
@@ -203,8 +196,6 @@ def swap(app: App, service: str, ami: str | None) -> None:
 @pass_app
 def rollback(app: App, service: str) -> None:
     """Send SERVICE's traffic back to its standby colour."""
-    from bake.records import Traffic
-
     result = app.run("rollback", service=service)
     traffic = result.records.need(Traffic, "rollback")
     emit(app, result.to_dict(), f"{service}: {traffic.live_color} is live again on {traffic.ami}")
@@ -294,8 +285,6 @@ def retire(app: App, image: str, keep: int, dry_run: bool) -> None:
     """Deregister IMAGE's old AMIs and delete their snapshots (never one in use)."""
     if keep < 1:
         raise click.BadParameter("must be at least 1", param_hint="--keep")
-    from bake.records import RunOptions
-
     result = app.run("retire", image=image, options=RunOptions(keep=keep, dry_run=dry_run))
     emit(
         app,

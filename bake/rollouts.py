@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bake.aws.session import Cloud
 from bake.errors import BakeError
+
+if TYPE_CHECKING:
+    from bake.aws.session import Cloud
 
 TAG_PREFIX = "bake:rollout:"
 STATES = ("rolling", "live", "rolled-back", "failed")

@@ -193,25 +193,23 @@ class Runner:
         try:
             # A stop signal waits until the process and its deadline exist, so that it stops both.
             with _signals_held():
-                popen = subprocess.Popen(
-                    argv,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                    bufsize=1,
-                    env=_environment(env),
-                    cwd=cwd,
-                    start_new_session=True,
-                )
+                try:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        text=True,
+                        bufsize=1,
+                        env=_environment(env),
+                        cwd=cwd,
+                        start_new_session=True,
+                    )
+                except (FileNotFoundError, PermissionError) as exc:
+                    raise _not_started(argv, exc) from exc
                 deadline = _Deadline(popen, timeout)
             tail = _pump(popen, on_line, log_path)
             returncode = popen.wait()
-        except (FileNotFoundError, PermissionError) as exc:
-            if popen is not None:
-                Process(popen, argv).stop(grace=stop_grace)
-                raise
-            raise _not_started(argv, exc) from exc
         except BaseException:
             if popen is not None:
                 Process(popen, argv).stop(grace=stop_grace)
