@@ -1,9 +1,10 @@
 """Starting, stopping and reading the local data plane from a command.
 
 The supervisor (`bake/local/supervisor.py`) runs in its own process, like the moto server; this
-module starts it (after checking that the host has the memory its machines need), restarts it when
-the configured services or machine settings changed, stops it with its machines, and reads what it
-last reported for `bake local status`.
+module starts it (after checking that the host has the memory its machines need), has it follow a
+config whose services changed (in place, through SIGHUP: the other services' frontends keep
+answering), restarts it when the machine settings or the cloud changed, stops it with its
+machines, and reads what it last reported for `bake local status`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from bake.config import COLORS, Config
 from bake.errors import BakeError, InputError
 from bake.local import machines
 from bake.local.machines import QEMU_OVERHEAD
-from bake.local.supervisor import MODULE, STATUS_NAME
+from bake.local.supervisor import MODULE, RECORD_NAME, STATUS_NAME, write_json
 from bake.polling import wait_until
 from bake.runner import Runner
 from bake.state import StateDir
 
 MEMINFO = Path("/proc/meminfo")
 START_TIMEOUT = 30.0
+FOLLOW_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 # A build or verification machine runs beside the service machines: its memory, and TCG's cache.
 BUILD_OVERHEAD = 1024
@@ -85,9 +87,9 @@ def check_memory(config: Config, state: StateDir, meminfo: Path = MEMINFO) -> No
     )
 
 
-def plan_digest(config: Config) -> str:
-    """What the supervisor was started for: the services' names and the machines' settings. A
-    command whose config differs here restarts it."""
+def _plan(config: Config) -> dict[str, Any]:
+    """What the supervisor runs for: the services' names and switches, and the machines'
+    settings (not rollout settings such as capacity or soak, which it reads from the cloud)."""
     services = [
         {
             "name": service.name,
@@ -105,8 +107,22 @@ def plan_digest(config: Config) -> str:
         "accelerator": settings.accelerator,
         "region": settings.region,
     }
-    payload = json.dumps({"services": services, "machine": machine}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return {"services": services, "machine": machine}
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan_digest(config: Config) -> str:
+    """What the supervisor was started or last reconfigured for. A command whose config
+    differs here has it follow that config."""
+    return _digest(_plan(config))
+
+
+def machine_digest(config: Config) -> str:
+    """The machines' settings: a command whose config differs here restarts the supervisor."""
+    return _digest(_plan(config)["machine"])
 
 
 def _status_path(state: StateDir) -> Path:
@@ -114,7 +130,7 @@ def _status_path(state: StateDir) -> Path:
 
 
 def _record_path(state: StateDir) -> Path:
-    return state.local / "supervisor.json"
+    return state.local / RECORD_NAME
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -142,24 +158,36 @@ def up(
     endpoint: str,
     console_line: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Start the supervisor for this config and cloud, or keep the one that runs for them."""
+    """Start the supervisor for this config and cloud, keep the one that runs for them, or have
+    it follow this config when only the services changed."""
     digest = plan_digest(config)
     current = running(state)
     if current and current.get("digest") == digest and current.get("endpoint") == endpoint:
         return current
-    if current:
-        console_line("    local data plane: restarting for a changed config or cloud")
-        stop_supervisor(state)
     check_memory(config, state)
+    if (
+        current
+        and current.get("endpoint") == endpoint
+        and current.get("machine") == machine_digest(config)
+    ):
+        followed = _follow(state, config, current)
+        if followed is not None:
+            _say_services(state, console_line)
+            return followed
+        console_line("    local data plane: the supervisor did not follow the config; restarting")
+    elif current:
+        console_line("    local data plane: restarting for changed machine settings or cloud")
+    if current:
+        stop_supervisor(state)
     log_path = state.local / "supervisor.log"
     argv = [
         sys.executable, "-m", MODULE, "--state", str(state.root),
-        "--config", str(config.path), "--endpoint", endpoint,
+        "--config", str(config.path), "--endpoint", endpoint, "--digest", digest,
     ]  # fmt: skip
     _status_path(state).unlink(missing_ok=True)
     process = runner.spawn(argv, log_path=log_path, cwd=config.root)
-    record = {"pid": process.pid, "digest": digest, "endpoint": endpoint, "log": str(log_path)}
-    _record_path(state).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record = _record(config, endpoint, process.pid, log_path)
+    write_json(_record_path(state), record)
     started = wait_until(
         lambda: process.poll() is not None or _read(_status_path(state)).get("running"),
         START_TIMEOUT,
@@ -171,10 +199,45 @@ def up(
             f"the local data plane did not start within {START_TIMEOUT:.0f}s",
             hint=f"see {log_path}",
         )
+    _say_services(state, console_line)
+    return record
+
+
+def _record(config: Config, endpoint: str, pid: int, log_path: Path) -> dict[str, Any]:
+    return {
+        "pid": pid,
+        "digest": plan_digest(config),
+        "machine": machine_digest(config),
+        "endpoint": endpoint,
+        "config": str(config.path),
+        "log": str(log_path),
+    }
+
+
+def _follow(state: StateDir, config: Config, current: dict[str, Any]) -> dict[str, Any] | None:
+    """Have the running supervisor follow `config` (its record names it, then SIGHUP) and wait
+    until it reports that it does; None if it does not within FOLLOW_TIMEOUT."""
+    pid = int(current["pid"])
+    record = _record(config, current["endpoint"], pid, Path(current.get("log", "")))
+    write_json(_record_path(state), record)
+    with_signal(pid, signal.SIGHUP)
+    followed = wait_until(
+        lambda: (
+            _read(_status_path(state)).get("digest") == record["digest"]
+            or not localhost.pid_alive(pid)
+        ),
+        FOLLOW_TIMEOUT,
+        interval=0.2,
+    )
+    if not followed or _read(_status_path(state)).get("digest") != record["digest"]:
+        return None
+    return record
+
+
+def _say_services(state: StateDir, console_line: Callable[[str], None]) -> None:
     services = _read(_status_path(state)).get("services", {})
     for name, service in services.items():
         console_line(f"    local data plane: {name} at {service['url']}")
-    return record
 
 
 def stop_supervisor(state: StateDir) -> bool:

@@ -7,8 +7,11 @@ weights) and reconciles: a QEMU machine for every instance (`machines.Fleet`), H
 the listeners and target groups (`haproxy.HAProxy`), and HAProxy's health checks reported back as
 the target groups' target health (through the moto server's health file). It writes what it runs
 to `dataplane.json`, which `bake local status` shows. Started by `bake local up` (and by every
-command that prepares the local target); SIGTERM stops it and HAProxy, and leaves the machines to
-the next supervisor or to `bake local down`.
+command that prepares the local target). SIGHUP makes it follow the config its record
+(`supervisor.json`) names now, in place: a service added or removed changes HAProxy through a
+seamless reload, and the other services keep their frontends, so they refuse no connection.
+SIGTERM stops it and HAProxy, and leaves the machines to the next supervisor or to
+`bake local down`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from bake.state import StateDir
 
 MODULE = "bake.local.supervisor"
 STATUS_NAME = "dataplane.json"
+RECORD_NAME = "supervisor.json"
 PORTS_NAME = "ports.json"
 INTERVAL = 1.0
 # HAProxy's check results that passed ("DOWN 1/2" with one of these is on its way up).
@@ -221,9 +225,12 @@ def frontend_ports(state: StateDir, services: list[str], taken: set[int]) -> dic
 
 
 def _free(port: int) -> bool:
+    """Whether a listener could bind `port` now. SO_REUSEADDR, as HAProxy binds: connections
+    of an earlier listener in TIME_WAIT (after a load test) do not make the port taken."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -254,8 +261,10 @@ class Supervisor:
         balancer: haproxy.HAProxy,
         ports: dict[str, int],
         log: Any,
+        digest: str = "",
     ) -> None:
         self.config = config
+        self.digest = digest
         self.state = state
         self.cloud = cloud
         self.fleet = fleet
@@ -301,6 +310,19 @@ class Supervisor:
         """Start HAProxy with the services' frontends and say so, before the first step."""
         self.balancer.start(self.desired(self.view, set()))
         write_json(self.state.local / STATUS_NAME, self.status(running=True))
+
+    def reconfigure(self, config: Config, digest: str) -> None:
+        """Follow `config` from the next step on: services it adds get frontends (on their
+        recorded ports when free), services it drops lose theirs and their machines are stopped,
+        and the services both name keep their ports, so their URLs answer throughout."""
+        held = set(self.ports.values())
+        self.ports = frontend_ports(self.state, list(config.services), held)
+        self.config = config
+        self.digest = digest
+        self.log(
+            f"following {config.path}: "
+            + ", ".join(f"{name} on 127.0.0.1:{port}" for name, port in self.ports.items())
+        )
 
     def step(self) -> None:
         view = observe(self.cloud, self.config)
@@ -415,10 +437,24 @@ class Supervisor:
             "endpoint": self.cloud.endpoint_url,
             "state_dir": str(self.state.root),
             "config": str(self.config.path),
+            "digest": self.digest,
             "haproxy": {"pid": self.balancer.pid, "directory": str(self.balancer.directory)},
             "services": services,
             "machines": [self.machine_entry(m) for m in list(self.fleet.machines.values())],
         }
+
+
+def follow_record(supervisor: Supervisor) -> None:
+    """Reconfigure for the config and digest the record names now (a command wrote them before
+    it sent SIGHUP); a config that cannot be read is logged and the current one kept."""
+    path = supervisor.state.local / RECORD_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        config = config_module.load(Path(record["config"]))
+    except (OSError, ValueError, KeyError, TypeError, BakeError) as exc:
+        supervisor.complain(f"cannot follow the config in {path}: {exc}")
+        return
+    supervisor.reconfigure(config, str(record.get("digest", "")))
 
 
 def _logger() -> Any:
@@ -436,15 +472,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--digest", default="", help="what the starting command planned for")
     args = parser.parse_args(argv)
     log = _logger()
-    stop = threading.Event()
+    stop, follow, wake = threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
+        wake.set()
 
-    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    def on_hangup(signum: int, _frame: FrameType | None) -> None:
+        follow.set()
+        wake.set()
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
 
     config = config_module.load(args.config)
     state = StateDir(args.state).ensure()
@@ -466,11 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     balancer = haproxy.HAProxy(runner, state.local / "haproxy")
     balancer.stop_stale()
     ports = frontend_ports(state, list(config.services), set())
-    supervisor = Supervisor(config, state, cloud, fleet, balancer, ports, log)
+    supervisor = Supervisor(config, state, cloud, fleet, balancer, ports, log, args.digest)
     supervisor.start()
     log(f"data plane up: {', '.join(f'{n} on 127.0.0.1:{p}' for n, p in ports.items())}")
     try:
         while not stop.is_set():
+            followed = follow.is_set()
+            if followed:
+                follow.clear()
+                follow_record(supervisor)
             try:
                 supervisor.step()
                 supervisor.problem = ""
@@ -478,7 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                 supervisor.complain(f"cannot reconcile: {exc}")
             except Exception:  # a bug: keep the machines and HAProxy going, say it once
                 supervisor.complain("cannot reconcile:\n" + traceback.format_exc())
-            stop.wait(INTERVAL)
+            if followed:  # the command that asked waits for the digest, even after a failed step
+                write_json(state.local / STATUS_NAME, supervisor.status(running=True))
+            wake.wait(INTERVAL)
+            wake.clear()
     finally:
         balancer.stop()
         write_json(state.local / STATUS_NAME, supervisor.status(running=False))

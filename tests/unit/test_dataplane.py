@@ -111,11 +111,28 @@ def test_local_up_without_the_memory_exits_2_and_starts_nothing(
     assert (code, status["running"], status["machines"]) == (0, False, [])
 
 
+# A supervisor's stand-in: on SIGHUP it reports the digest its record names, as the supervisor
+# does once it follows that record's config (`follows` = 0: it ignores SIGHUP).
+STAND_IN = """
+import json, os, signal, sys, time
+from pathlib import Path
+local = Path(sys.argv[3]) / "local"
+def follow(signum, frame):
+    record = json.loads((local / "supervisor.json").read_text())
+    status = json.loads((local / "dataplane.json").read_text())
+    (local / "dataplane.json").write_text(json.dumps({**status, "digest": record["digest"]}))
+signal.signal(signal.SIGHUP, follow if sys.argv[1] == "1" else signal.SIG_IGN)
+(local / f"ready-{os.getpid()}").touch()
+time.sleep(120)
+"""
+
+
 class StandIns:
     """Sleeping processes whose command lines read as a supervisor of a state directory."""
 
     def __init__(self) -> None:
         self.started: list = []
+        self.follows = True
 
     def spawn(self, state: StateDir):
         import subprocess
@@ -123,14 +140,14 @@ class StandIns:
         import time
 
         process = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(120)", dataplane.MODULE,
+            [sys.executable, "-c", STAND_IN, str(int(self.follows)), dataplane.MODULE,
              str(state.root)],
             start_new_session=True,
         )  # fmt: skip
         self.started.append(process)
-        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        ready = state.local / f"ready-{process.pid}"
         deadline = time.monotonic() + 10
-        while dataplane.MODULE.encode() not in cmdline.read_bytes():
+        while not ready.exists():  # its SIGHUP handler is in place
             assert time.monotonic() < deadline
             time.sleep(0.01)
         return process
@@ -145,46 +162,88 @@ def stand_ins():
         process.wait()
 
 
-def test_up_starts_a_supervisor_once_and_restarts_it_for_a_changed_config(
-    tmp_path, stand_ins, monkeypatch
-) -> None:
+@pytest.fixture
+def supervisors(tmp_path, stand_ins, monkeypatch):
+    """A runner whose spawned supervisors are stand-ins that report themselves running."""
     from tests.unit.fakes import FakeRunner
 
     monkeypatch.setattr(dataplane, "available_memory", lambda meminfo=None: 10**6)
     state = StateDir(tmp_path / "state").ensure()
-    spawned: list[list[str]] = []
 
     class Supervisors(FakeRunner):
-        def spawn(self, argv, *, log_path, env=None, cwd=None):
-            spawned.append([str(a) for a in argv])
-            process = stand_ins.spawn(state)
-            (state.local / "dataplane.json").write_text(
-                json.dumps({"running": True, "services": {"demo": {"url": "http://x/"}}})
-            )
-            return process
+        spawned: list[list[str]] = []
 
-    runner, lines = Supervisors(), []
+        def spawn(self, argv, *, log_path, env=None, cwd=None):
+            self.spawned.append([str(a) for a in argv])
+            digest = argv[argv.index("--digest") + 1]
+            (state.local / "dataplane.json").write_text(
+                json.dumps(
+                    {"running": True, "digest": digest, "services": {"demo": {"url": "http://x/"}}}
+                )
+            )
+            return stand_ins.spawn(state)
+
+    runner = Supervisors()
+    runner.spawned = []
+    return runner, state
+
+
+def test_up_starts_a_supervisor_once_and_has_it_follow_a_changed_service_list(
+    tmp_path, supervisors, stand_ins
+) -> None:
+    runner, state = supervisors
+    lines: list[str] = []
     demo = config_of(tmp_path, {"demo": {"capacity": 2}})
 
     record = dataplane.up(runner, state, demo, "http://127.0.0.1:5000", lines.append)
 
-    (argv,) = spawned
+    (argv,) = runner.spawned
     assert argv[argv.index("--state") + 1] == str(state.root)
     assert argv[argv.index("--endpoint") + 1] == "http://127.0.0.1:5000"
+    assert argv[argv.index("--digest") + 1] == dataplane.plan_digest(demo)
     assert record["digest"] == dataplane.plan_digest(demo)
+    assert record["config"] == str(demo.path)
     assert dataplane.running(state)["pid"] == record["pid"]
     assert lines == ["    local data plane: demo at http://x/"]
 
     dataplane.up(runner, state, config_of(tmp_path, {"demo": {"capacity": 3}}), record["endpoint"])
-    assert len(spawned) == 1, "the same services on the same cloud keep their supervisor"
+    assert len(runner.spawned) == 1, "the same services on the same cloud keep their supervisor"
 
-    dataplane.up(runner, state, config_of(tmp_path, {"shop": {"capacity": 1}}), record["endpoint"])
-    assert len(spawned) == 2, "another service needs another supervisor"
-    first = stand_ins.started[0]
-    assert first.wait(timeout=20) is not None, "the old supervisor was stopped"
+    (tmp_path / "fleet").mkdir()
+    fleet = config_of(tmp_path / "fleet", {"demo": {"capacity": 2}, "shop": {"capacity": 1}})
+    followed = dataplane.up(runner, state, fleet, record["endpoint"])
+    assert len(runner.spawned) == 1, "another service is followed, not restarted for"
+    assert followed["pid"] == record["pid"] and stand_ins.started[0].poll() is None
+    assert dataplane.running(state)["config"] == str(fleet.path)
+    assert json.loads((state.local / "dataplane.json").read_text())["digest"] == (
+        dataplane.plan_digest(fleet)
+    )
 
-    dataplane.up(runner, state, config_of(tmp_path, {"shop": {"capacity": 1}}), "http://other")
-    assert len(spawned) == 3, "a restarted cloud needs another supervisor"
+    dataplane.up(runner, state, config_of(tmp_path, {"demo": {"capacity": 2}}, machine_memory=512),
+                 record["endpoint"])  # fmt: skip
+    assert len(runner.spawned) == 2, "other machine settings need another supervisor"
+    assert stand_ins.started[0].wait(timeout=20) is not None, "the old supervisor was stopped"
+
+    dataplane.up(runner, state, config_of(tmp_path, {"demo": {"capacity": 2}}, machine_memory=512),
+                 "http://other")  # fmt: skip
+    assert len(runner.spawned) == 3, "a restarted cloud needs another supervisor"
+
+
+def test_a_supervisor_that_does_not_follow_is_restarted(
+    tmp_path, supervisors, stand_ins, monkeypatch
+) -> None:
+    runner, state = supervisors
+    monkeypatch.setattr(dataplane, "FOLLOW_TIMEOUT", 1.0)
+    stand_ins.follows = False
+    lines: list[str] = []
+    record = dataplane.up(runner, state, config_of(tmp_path, {"demo": {"capacity": 1}}), "e")
+
+    dataplane.up(runner, state, config_of(tmp_path, {"shop": {"capacity": 1}}), "e", lines.append)
+
+    assert len(runner.spawned) == 2
+    assert stand_ins.started[0].wait(timeout=20) is not None
+    assert dataplane.running(state)["pid"] != record["pid"]
+    assert "did not follow the config; restarting" in lines[0]
 
 
 def test_a_supervisor_that_does_not_come_up_is_an_error_naming_its_log(tmp_path) -> None:

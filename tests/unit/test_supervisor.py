@@ -244,3 +244,89 @@ def test_machines_of_a_service_taken_out_of_the_config_are_listed_and_stopped(pl
     (shop,) = [m for m in status["machines"] if m["service"] == "shop"]
     assert (shop["target_group"], shop["health"]) == (None, None)
     assert plane.fleet.stopped == ["i-0shop"], "its instance is in no configured group"
+
+
+def test_frontend_ports_reuse_a_port_whose_connections_wait_in_time_wait(tmp_path) -> None:
+    import socket
+    import threading
+
+    state = StateDir(tmp_path / "state").ensure()
+    (port,) = supervisor.frontend_ports(state, ["demo"], set()).values()
+    # A listener on the port served a connection and went away: the server side closed first,
+    # so the port holds a TIME_WAIT socket, as after a load test through a stopped HAProxy.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    thread.start()
+    client = socket.create_connection(("127.0.0.1", port))
+    thread.join()
+    accepted[0].close()
+    listener.close()
+    client.recv(1)
+    client.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the probe saw before it set SO_REUSEADDR
+    plain.close()
+
+    assert supervisor.frontend_ports(state, ["demo"], set()) == {"demo": port}
+
+
+def test_reconfigure_adds_a_service_and_keeps_the_others_ports(plane, make_config) -> None:
+    plane.ports = supervisor.frontend_ports(plane.state, ["demo"], set())
+    plane.start()
+    plane.step()
+    demo_port = plane.ports["demo"]
+    both = make_config(
+        services={
+            "demo": {"image": "base", "capacity": 2},
+            "shop": {"image": "base", "capacity": 1},
+        }
+    )
+
+    plane.reconfigure(both, "digest-2")
+    plane.step()
+
+    assert plane.ports["demo"] == demo_port, "demo's URL does not change"
+    assert plane.ports["shop"] not in (demo_port, None)
+    frontends = {f.name: f.port for f in plane.balancer.applied[-1].frontends}
+    assert frontends == plane.ports
+    backends = {backend.name for backend in plane.balancer.applied[-1].backends}
+    assert {"shop-blue", "shop-green", "demo-blue", "demo-green"} <= backends
+    status = json.loads((plane.state.local / supervisor.STATUS_NAME).read_text())
+    assert status["digest"] == "digest-2" and set(status["services"]) == {"demo", "shop"}
+    assert status["services"]["demo"]["url"] == f"http://127.0.0.1:{demo_port}/"
+
+    plane.reconfigure(make_config(), "digest-3")
+    plane.step()
+    assert [f.name for f in plane.balancer.applied[-1].frontends] == ["demo"]
+    assert plane.ports == {"demo": demo_port}
+
+
+def test_follow_record_reads_the_config_the_record_names(plane, make_config) -> None:
+    both = make_config(
+        services={
+            "demo": {"image": "base", "capacity": 1},
+            "shop": {"image": "base", "capacity": 1},
+        }
+    )
+    both.path.write_text(
+        '[images.base]\nbase = "debian:bookworm"\nsteps = ["patch"]\n'
+        'verify = ["serverspec_tests/base"]\n\n[services.demo]\nimage = "base"\ncapacity = 1\n\n'
+        '[services.shop]\nimage = "base"\ncapacity = 1\n'
+    )
+    record = plane.state.local / supervisor.RECORD_NAME
+    record.write_text(json.dumps({"config": str(both.path), "digest": "d2"}))
+    logged: list[str] = []
+    plane.log = logged.append
+
+    supervisor.follow_record(plane)
+    assert (set(plane.config.services), plane.digest) == ({"demo", "shop"}, "d2")
+
+    record.write_text(json.dumps({"config": str(both.path.with_name("gone.toml"))}))
+    supervisor.follow_record(plane)
+    assert set(plane.config.services) == {"demo", "shop"}, "an unreadable config changes nothing"
+    assert "cannot follow the config" in logged[-1]
