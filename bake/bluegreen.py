@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bake import rollouts
@@ -16,6 +16,7 @@ from bake.aws import autoscaling, elbv2, launch_templates
 from bake.aws.session import Cloud
 from bake.config import COLORS, ServiceConfig
 from bake.errors import BakeError, InputError
+from bake.polling import wait_until, waiter_config
 from bake.rollouts import Rollout
 
 STATE_KEYS = (
@@ -44,6 +45,9 @@ class Health:
     expected: int
     in_service: list[str] = field(default_factory=list)
     unhealthy: dict[str, str] = field(default_factory=dict)
+    # The group as it was read for this answer, and when (time.monotonic()).
+    group: dict[str, Any] | None = field(default=None, repr=False)
+    read_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -91,6 +95,8 @@ class ServiceState:
     live: ColorState
     standby: ColorState | None
     rollout: Rollout | None = None
+    # Both colours, each with its target group when it has one, even without a group.
+    colors: dict[str, ColorState] = field(default_factory=dict)
 
     def color(self, color: str) -> ColorState | None:
         """The state of `color`, when it has an Auto Scaling group or carries traffic."""
@@ -161,7 +167,7 @@ def check_health(
 ) -> Health:
     """How many of the group's instances are InService, and which are not healthy targets."""
     instance_ids = autoscaling.in_service(group) if group else []
-    health = Health(expected, instance_ids)
+    health = Health(expected, instance_ids, group=group, read_at=time.monotonic())
     if target_group_arn:
         health.unhealthy = elbv2.unhealthy(
             elbv2.target_health(cloud, target_group_arn, instance_ids)
@@ -221,7 +227,58 @@ def describe(cloud: Cloud, service: ServiceConfig) -> ServiceState:
     standby = colors[other(live)]
     rollout = rollouts.read(cloud, switch.load_balancer_arn, service.name)
     return ServiceState(
-        service.name, switch, colors[live], standby if standby.asg else None, rollout
+        service.name, switch, colors[live], standby if standby.asg else None, rollout, colors
+    )
+
+
+def with_color(state: ServiceState, entry: ColorState) -> ServiceState:
+    """`state` after this run changed one colour (the incoming one, which carries no traffic
+    until the shift, so the live colour stays live)."""
+    colors = {**state.colors, entry.color: entry}
+    if entry.color == state.live.color:
+        return replace(state, live=entry, colors=colors)
+    return replace(state, standby=entry if entry.asg else None, colors=colors)
+
+
+def routed(state: ServiceState, weights: dict[str, int]) -> ServiceState:
+    """`state` after `route(state, weights)`: the colours' new weights, and the live colour
+    chosen again."""
+    known = state.colors or {each.color: each for each in (state.live, state.standby) if each}
+    colors = {color: replace(entry, weight=weights.get(color, 0)) for color, entry in known.items()}
+    live = live_color({color: entry.weight for color, entry in colors.items()})
+    standby = colors.get(other(live))
+    return replace(
+        state,
+        live=colors[live],
+        standby=standby if standby and standby.asg else None,
+        colors=colors,
+    )
+
+
+def color_from(
+    color: str,
+    health: Health,
+    target_group: dict[str, Any],
+    launch_template: tuple[str, int],
+    ami: str,
+) -> ColorState:
+    """A colour as this run just made it: the group its health was read with, its target group,
+    the launch template version and AMI it runs; it carries no traffic yet."""
+    group = health.group or {}
+    return ColorState(
+        color,
+        asg=group.get("AutoScalingGroupName"),
+        ami=ami,
+        launch_template_id=launch_template[0],
+        launch_template_version=launch_template[1],
+        target_group=target_group.get("TargetGroupName"),
+        target_group_arn=target_group.get("TargetGroupArn"),
+        desired=group.get("DesiredCapacity", 0),
+        in_service=len(health.in_service),
+        healthy=len(health.in_service) - len(health.unhealthy),
+        health=health,
+        group=health.group,
+        target_group_info=target_group,
     )
 
 
@@ -396,10 +453,20 @@ def scale_up_like(
 def wait_healthy(
     cloud: Cloud, asg: str, target_group_arn: str, expected: int, timeout: float
 ) -> Health:
-    """Wait, at most `timeout` seconds, for `expected` InService instances, all healthy targets."""
+    """Wait, at most `timeout` seconds, for `expected` InService instances, all healthy targets.
+    The answer is the last look (the group and its targets' health, one call each when they are
+    already there), with the group it read."""
     deadline = time.monotonic() + timeout
-    instance_ids = autoscaling.wait_in_service(cloud, asg, expected, timeout) or []
-    if instance_ids:
-        remaining = max(1.0, deadline - time.monotonic())
-        elbv2.wait_in_service(cloud, target_group_arn, instance_ids, remaining)
-    return check_health(cloud, autoscaling.find_group(cloud, asg), target_group_arn, expected)
+    group = autoscaling.wait_in_service(cloud, asg, expected, timeout)
+    health = check_health(cloud, group, target_group_arn, expected)
+    if len(health.in_service) < expected or health.ok:
+        return health
+
+    def healthy() -> bool:
+        nonlocal health
+        health = check_health(cloud, group, target_group_arn, expected)
+        return health.ok
+
+    remaining = max(1.0, deadline - time.monotonic())
+    wait_until(healthy, remaining, interval=waiter_config(remaining)["Delay"])
+    return health

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bake.errors import BakeError
 from bake.rollouts import Rollout
+
+if TYPE_CHECKING:
+    from bake.bluegreen import ServiceState
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,19 @@ class Verification(Record):
             "kernel": self.kernel,
             "junit": self.junit,
         }
+
+
+@dataclass(frozen=True)
+class Observed(Record):
+    """The service as this run last read it (`bluegreen.describe`), with what the run's stages
+    changed since laid over: the next stage starts from it instead of reading the whole service
+    again. A stage that changes the service hands on a new one, or one with no state (the next
+    stage then reads the service again). Not shown in history."""
+
+    state: ServiceState | None = field(repr=False)
+
+    def outputs(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)

@@ -142,17 +142,18 @@ def ensure_target_group(cloud: Cloud, group: dict[str, Any], target_group_arn: s
     return True
 
 
-def wait_in_service(cloud: Cloud, name: str, count: int, timeout: float) -> list[str] | None:
-    """Wait until `count` instances of the group are InService; their ids, or None on timeout."""
-    found: list[str] = []
+def wait_in_service(cloud: Cloud, name: str, count: int, timeout: float) -> dict[str, Any] | None:
+    """Wait until `count` instances of the group are InService; the group as last read (with
+    fewer InService on timeout), or None when there is no such group."""
+    found: dict[str, Any] | None = None
 
     def ready() -> bool:
         nonlocal found
-        group = find_group(cloud, name)
-        found = in_service(group) if group else []
-        return len(found) >= count
+        found = find_group(cloud, name)
+        return len(in_service(found)) >= count if found else False
 
-    return found if wait_until(ready, timeout, interval=5.0) else None
+    wait_until(ready, timeout, interval=5.0)
+    return found
 
 
 def delete_group(cloud: Cloud, name: str) -> None:
@@ -257,7 +258,9 @@ def create_like(
         LifecycleHookSpecificationList=hooks,
     )
     client = cloud.client("autoscaling")
-    present = {hook["LifecycleHookName"] for hook in lifecycle_hooks(cloud, name)}
+    present = (
+        {hook["LifecycleHookName"] for hook in lifecycle_hooks(cloud, name)} if hooks else set()
+    )
     for hook in hooks:  # hooks given at creation are kept by AWS; put any that were not
         if hook["LifecycleHookName"] not in present:
             client.put_lifecycle_hook(AutoScalingGroupName=name, **hook)

@@ -6,12 +6,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 
 from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.errors import BakeError
-from bake.polling import waiter_config
 
 # Target group settings a mirrored target group copies from its source.
 _MIRRORED = (
@@ -229,18 +228,3 @@ def unhealthy(health: dict[str, dict[str, str]]) -> dict[str, str]:
         for instance_id, state in health.items()
         if state.get("State") != "healthy"
     }
-
-
-def wait_in_service(
-    cloud: Cloud, target_group_arn: str, instance_ids: list[str], timeout: float
-) -> bool:
-    """Wait until every one of these instances is healthy in the target group; says whether."""
-    try:
-        cloud.client("elbv2").get_waiter("target_in_service").wait(
-            TargetGroupArn=target_group_arn,
-            Targets=[{"Id": id_} for id_ in instance_ids],
-            WaiterConfig=waiter_config(timeout),
-        )
-    except WaiterError:
-        return False
-    return True

@@ -7,7 +7,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bake.aws.errors import error_code
-from bake.aws.tags import tags_of
+from bake.aws.tags import tags_of as tags_of  # images.tags_of, for the callers
 from bake.config import BaseSpec
 from bake.errors import BakeError, InputError
 from bake.records import Built
@@ -30,11 +30,6 @@ def describe(cloud: Any, ami: str) -> dict[str, Any] | None:
             return None
         raise
     return images[0] if images else None
-
-
-def is_verified(cloud: Any, ami: str) -> bool:
-    image = describe(cloud, ami)
-    return image is not None and tags_of(image).get("bake:verified") == "true"
 
 
 def lineage_tags(

@@ -7,8 +7,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from bake import bluegreen
+from bake.bluegreen import ServiceState
 from bake.context import RunContext
-from bake.records import Record, Records
+from bake.records import Observed, Record, Records
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class Stage(ABC):
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+
+    def observed(self) -> ServiceState:
+        """The service as this run last saw it (the `Observed` an earlier stage handed on), or
+        as the cloud holds it now when no stage has looked yet."""
+        found = self.ctx.records.get(Observed)
+        if found is not None and found.state is not None:
+            return found.state
+        return bluegreen.describe(self.ctx.target.cloud, self.ctx.require_service())
 
     @abstractmethod
     def run(self) -> Outcome:

@@ -9,12 +9,17 @@ it is, and the shift checks its health before each step.
 
 from __future__ import annotations
 
+from typing import Any
+
+from botocore.exceptions import ClientError
+
 from bake import bluegreen, signals
 from bake.aws import autoscaling, elbv2
+from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.context import RunContext
 from bake.errors import StageFailed
-from bake.records import AlreadyLive, LaunchTemplateVersion, RolloutPlan, Standby
+from bake.records import AlreadyLive, LaunchTemplateVersion, Observed, RolloutPlan, Standby
 from bake.stages.base import Outcome, Stage
 from bake.stages.rollout import settle
 
@@ -38,7 +43,7 @@ class GreenAsgStage(Stage):
         plan = self.ctx.records.need(RolloutPlan, self.name)
         wanted = self.ctx.records.need(LaunchTemplateVersion, self.name)
         template_id, version = wanted.launch_template_id, wanted.launch_template_version
-        state = bluegreen.describe(cloud, service)
+        state = self.observed()
         color = plan.rollout.incoming
         rollback = state.color(plan.rollout.rollback)
         capacity = bluegreen.sized_like(service, rollback.group if rollback else None)
@@ -51,7 +56,8 @@ class GreenAsgStage(Stage):
                 f"{asg} already runs version {version}, healthy",
                 Standby(color, asg, incoming.target_group_arn or ""),
             )
-        target_group_arn = self._target_group(rollback, service.names(color).target_group)
+        target_group = self._target_group(rollback, state.colors.get(color), color)
+        target_group_arn = target_group["TargetGroupArn"]
         if incoming is None or incoming.group is None:
             self._create(rollback, color, target_group_arn, (template_id, version, capacity))
         else:
@@ -69,9 +75,13 @@ class GreenAsgStage(Stage):
                 f"{asg} is not healthy after {service.health_timeout}s: {health.describe()}",
                 hint="traffic was not moved; see the health check reasons above",
             )
+        made = bluegreen.color_from(
+            color, health, target_group, (template_id, version), plan.rollout.ami
+        )
         return Outcome.done(
             f"{asg} runs version {version} with {len(health.in_service)} healthy instances",
             Standby(color, asg, target_group_arn),
+            Observed(bluegreen.with_color(state, made)),
         )
 
     def _carrying(self, incoming: bluegreen.ColorState, template_id: str, version: int) -> Outcome:
@@ -94,19 +104,34 @@ class GreenAsgStage(Stage):
             Standby(incoming.color, incoming.asg or "", incoming.target_group_arn),
         )
 
-    def _target_group(self, rollback: bluegreen.ColorState | None, name: str) -> str:
-        """The incoming target group's ARN, created like the rollback colour's when missing."""
-        cloud = self.ctx.target.cloud
-        found = elbv2.find_target_group(cloud, name)
+    def _target_group(
+        self,
+        rollback: bluegreen.ColorState | None,
+        seen: bluegreen.ColorState | None,
+        color: str,
+    ) -> dict[str, Any]:
+        """The incoming colour's target group, created like the rollback colour's when this
+        run found none (it looked when it read the service)."""
+        cloud, name = self.ctx.target.cloud, self.ctx.require_service().names(color).target_group
+        if seen is not None and seen.target_group_info is not None:
+            return seen.target_group_info
+        found = None if seen is not None else elbv2.find_target_group(cloud, name)
         if found:
-            return found["TargetGroupArn"]
+            return found
         if rollback is None or rollback.target_group_info is None:
             raise StageFailed(self.name, f"no target group '{name}', and none live to mirror")
         with signals.held():
-            mirrored = elbv2.mirror_target_group(cloud, name, rollback.target_group_info)
-            arn: str = mirrored["TargetGroupArn"]
-            self.ctx.record_resource("target-group", arn)
-        return arn
+            try:
+                mirrored = elbv2.mirror_target_group(cloud, name, rollback.target_group_info)
+            except ClientError as exc:  # made since this run looked
+                if error_code(exc) != "DuplicateTargetGroupName":
+                    raise
+                mirrored = elbv2.find_target_group(cloud, name) or {}
+                if not mirrored:
+                    raise
+                return mirrored
+            self.ctx.record_resource("target-group", mirrored["TargetGroupArn"])
+        return mirrored
 
     def _create(
         self,

@@ -3,10 +3,12 @@ disk and seeds the blue environment) and check, changing nothing, what later sta
 
 from __future__ import annotations
 
+from typing import Any
+
 from bake import bluegreen
 from bake.aws import alarms, images
 from bake.errors import BakeError, InputError
-from bake.records import VerifiedAmi
+from bake.records import Observed, VerifiedAmi
 from bake.stages.base import Outcome, Stage
 
 
@@ -30,8 +32,8 @@ class Prepare(Stage):
                 hint="create the alarm first, or remove it from the service's alarms",
             )
         if ctx.command == "swap":
-            return Outcome.done(detail, VerifiedAmi(self._verified_ami()))
-        return Outcome.done(detail)
+            return Outcome.done(detail, Observed(state), VerifiedAmi(self._verified_ami()))
+        return Outcome.done(detail, Observed(state))
 
     def _verified_ami(self) -> str:
         ctx, service = self.ctx, self.ctx.require_service()
@@ -41,19 +43,19 @@ class Prepare(Stage):
                 f"image {service.image} has no published AMI to swap to",
                 hint=f"run bake bake-and-swap {service.name}, or pass --ami",
             )
-        if not images.is_verified(ctx.target.cloud, ami):
+        described = images.describe(ctx.target.cloud, ami) or {}
+        if images.tags_of(described).get("bake:verified") != "true":
             raise InputError(
                 f"{ami} is not a verified AMI (tag bake:verified=true missing)",
                 hint="only AMIs that passed bake verify can be swapped in",
             )
         if ctx.options.ami:
-            self._ours(ami)
+            self._ours(ami, described)
         return ami
 
-    def _ours(self, ami: str) -> None:
+    def _ours(self, ami: str, described: dict[str, Any]) -> None:
         """An AMI named on the command line must be of the service's image and of this account."""
         ctx, service = self.ctx, self.ctx.require_service()
-        described = images.describe(ctx.target.cloud, ami) or {}
         image = images.tags_of(described).get("bake:image")
         if image != service.image:
             raise InputError(

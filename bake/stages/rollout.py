@@ -8,6 +8,7 @@ Which colour takes the AMI and which stays as the rollback target is decided her
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 from bake import bluegreen, rollouts
@@ -15,7 +16,7 @@ from bake.aws import launch_templates
 from bake.context import RunContext
 from bake.errors import StageFailed
 from bake.history import now
-from bake.records import AlreadyLive, RolloutPlan, VerifiedAmi
+from bake.records import AlreadyLive, Observed, RolloutPlan, VerifiedAmi
 from bake.rollouts import Rollout
 from bake.stages.base import Outcome, Stage
 
@@ -42,7 +43,7 @@ class RolloutStage(Stage):
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         ami = self.ctx.records.need(VerifiedAmi, self.name).ami
-        state = bluegreen.describe(cloud, service)
+        state = self.observed()
         decision = bluegreen.decide(state, ami)
         rollback = state.color(decision.rollback)
         template_id, source_version = self._source(rollback)
@@ -74,6 +75,7 @@ class RolloutStage(Stage):
         return Outcome.done(
             decision.describe(ami),
             RolloutPlan(rollout, state.switch.load_balancer_arn, template_id, source_version, data),
+            Observed(replace(state, rollout=rollout)),
         )
 
     def _source(self, rollback: bluegreen.ColorState | None) -> tuple[str, int | str]:

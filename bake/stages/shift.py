@@ -15,7 +15,7 @@ from bake import bluegreen
 from bake.aws import alarms, autoscaling
 from bake.context import RunContext
 from bake.errors import BakeError, StageFailed
-from bake.records import AlreadyLive, RolloutPlan, Traffic
+from bake.records import AlreadyLive, Observed, RolloutPlan, Traffic
 from bake.stages.base import Outcome, Stage
 from bake.stages.rollout import settle
 
@@ -43,7 +43,7 @@ class ShiftStage(Stage):
             return Outcome.skipped(f"{already.live_color} already takes all traffic with it")
         plan = self.ctx.records.need(RolloutPlan, self.name)
         target, previous = plan.rollout.incoming, plan.rollout.rollback
-        state = bluegreen.describe(cloud, service)
+        state = self.observed()
         incoming = state.color(target)
         if incoming is None or not incoming.target_group_arn:
             raise StageFailed(self.name, f"{target} has no Auto Scaling group or target group")
@@ -53,21 +53,26 @@ class ShiftStage(Stage):
         for index, weight in enumerate(steps):
             if index:
                 self._watch(incoming, service.shift_interval)
-            self._check(incoming)
-            bluegreen.route(cloud, state, {target: weight, previous: 100 - weight})
+            # The health this run read last is as fresh as a poll when it is younger than one.
+            fresh = not index and time.monotonic() - incoming.health.read_at < POLL_SECONDS
+            self._check(incoming, incoming.health if fresh else None)
+            shares = {target: weight, previous: 100 - weight}
+            bluegreen.route(cloud, state, shares)
+            state = bluegreen.routed(state, shares)
             self.ctx.console.status(f"    traffic: {target} {weight}%, {previous} {100 - weight}%")
         if service.soak:
             self.ctx.console.line(f"    {target} takes 100% of traffic; soak for {service.soak}s")
         self._watch(incoming, service.soak)
-        kept = "kept running"
+        kept, seen = "kept running", Observed(state)
         if service.standby_after_soak == "scale-in":
-            kept = self._scale_in(state.color(previous))
+            kept, seen = self._scale_in(state.color(previous)), Observed(None)
         settle(self.ctx, plan.rollout, plan.load_balancer_arn, "live")
         self._plan = None
         self.ctx.console.line(f"    {target} is live; {previous} {kept}")
         return Outcome.done(
             f"{target} is live; {previous} {kept} for rollback",
             Traffic(target, plan.rollout.ami),
+            seen,
         )
 
     def _watch(self, incoming: bluegreen.ColorState, seconds: float) -> None:
@@ -80,12 +85,18 @@ class ShiftStage(Stage):
                 return
             sleep(min(POLL_SECONDS, remaining))
 
-    def _check(self, incoming: bluegreen.ColorState) -> None:
-        """Fail unless every InService instance of the incoming colour is a healthy target and
-        no alarm of the service is in ALARM."""
+    def _check(
+        self, incoming: bluegreen.ColorState, health: bluegreen.Health | None = None
+    ) -> None:
+        """Fail unless every InService instance of the incoming colour is a healthy target (as
+        read now, or as `health` says when it was just read) and no alarm of the service is in
+        ALARM."""
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
-        group = autoscaling.find_group(cloud, incoming.asg or "")
-        health = bluegreen.check_health(cloud, group, incoming.target_group_arn, incoming.desired)
+        if health is None:
+            group = autoscaling.find_group(cloud, incoming.asg or "")
+            health = bluegreen.check_health(
+                cloud, group, incoming.target_group_arn, incoming.desired
+            )
         back = f"traffic goes back to {bluegreen.other(incoming.color)}"
         if not health.ok:
             self._why = f"{incoming.color} became unhealthy: {health.describe()}"

@@ -90,8 +90,19 @@ def cascade(project: Project, fleet: Path, tmp_path_factory: pytest.TempPathFact
         "--json", "rollout", "--all", "--rebuild", "base", "--parallel", "2",
         "--require-kernel", required, "--report", str(report), config=fleet,
     )  # fmt: skip
-    assert result.code == 0, result.err[-4000:]
+    assert result.code == 0, failed_rollout(project, report, result.err)
     return {"out": result.json, "report": report, "required": required}
+
+
+def failed_rollout(project: Project, report: Path, err: str) -> str:
+    """What a failed rollout leaves to read: its error, each swap's log, the data plane's log."""
+    parts = [err[-3000:]]
+    for log in sorted(report.glob("swap-*.log")):
+        parts.append(f"--- {log.name}\n{log.read_text()[-3000:]}")
+    supervisor = project.state / "local" / "supervisor.log"
+    if supervisor.exists():
+        parts.append(f"--- {supervisor.name}\n{supervisor.read_text()[-4000:]}")
+    return "\n".join(parts)
 
 
 def test_a_rebuilt_base_cascades_to_web_and_to_both_services(project, cascade) -> None:

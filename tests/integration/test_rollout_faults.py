@@ -313,6 +313,27 @@ def test_a_swap_killed_before_any_of_its_cloud_calls_is_finished_safely_by_a_rer
     assert failures == [], "\n".join(failures)
 
 
+def test_a_swap_in_one_step_makes_at_most_25_cloud_calls(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service's defaults (one shift step, no soak) and an AMI named on the command line.
+    project = make_project(tmp_path / "one", moto_endpoint, shift_steps=[100])
+    assert project.swap(monkeypatch, tmp_path / "one.json") == 0
+    project.finished()
+    calls = reported(tmp_path / "one.json")["calls"]
+
+    assert len(calls) <= 25, "\n".join(calls)
+    writes = [name for name in calls if not name.startswith(READS)]
+    assert writes == [
+        "AddTags",  # the rollout, recorded before anything changes
+        "CreateLaunchTemplateVersion",
+        "CreateTargetGroup",
+        "CreateAutoScalingGroup",
+        "ModifyListener",
+        "AddTags",  # the rollout, live
+    ]
+
+
 def _after_first_shift_step(action: Callable[[], None]) -> Callable[[Watch, str], None]:
     """A `before` hook that acts once traffic first moved (the 50/50 step), before the next call."""
 

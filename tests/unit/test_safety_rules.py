@@ -14,7 +14,14 @@ from bake.bluegreen import Health
 from bake.errors import BakeError, InputError, StageFailed
 from bake.history import History
 from bake.local.seed import ensure_seeded
-from bake.records import Built, LaunchTemplateVersion, RolloutPlan, RunOptions, VerifiedAmi
+from bake.records import (
+    Built,
+    LaunchTemplateVersion,
+    Records,
+    RolloutPlan,
+    RunOptions,
+    VerifiedAmi,
+)
 from bake.stages.green_asg import GreenAsgStage
 from bake.stages.launch_template import LaunchTemplateStage
 from bake.stages.prepare import Prepare
@@ -99,8 +106,8 @@ def test_swap_takes_the_published_ami_by_default(seeded, register_ami, make_cont
     images.publish(seeded, "base", ami)
     ctx = make_context()
     ctx.command = "swap"
-    (record,) = Prepare(ctx).run().records
-    assert record == VerifiedAmi(ami)
+    records = Records(*Prepare(ctx).run().records)
+    assert records.get(VerifiedAmi) == VerifiedAmi(ami)
 
 
 # a verification must have run tests
