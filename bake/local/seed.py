@@ -1,8 +1,10 @@
 """Seeding the local cloud: a network, then the blue environment of every configured service.
 
 moto keeps nothing across restarts, so every command that needs the local cloud calls
-`ensure_seeded`. The seed VPC carries a `bake:seeded:<service>` tag for each service seeded in full,
-so an already seeded cloud costs one describe call; a partly seeded one (a crash mid-seed) is
+`ensure_seeded`. The launch template of each service seeded in full carries a `bake:seeded` tag
+naming the service, so an already seeded cloud costs one describe call however many services it
+has (a resource holds at most 50 tags, so the seed VPC's `bake:seeded:<service>` tags of earlier
+versions are still read but no longer written); a partly seeded one (a crash mid-seed) is
 completed, each resource found before it is created.
 """
 
@@ -16,7 +18,8 @@ from bake.aws.tags import tags_of
 from bake.config import Config, ServiceConfig
 
 SEED_TAG = "bake:local-seed"
-SEEDED_PREFIX = "bake:seeded:"
+SEEDED_TAG = "bake:seeded"
+SEEDED_PREFIX = "bake:seeded:"  # on the seed VPC, written by earlier versions
 VPC_CIDR = "10.0.0.0/16"
 SECURITY_GROUP = "bake-local"
 DEFAULT_INSTANCE_TYPE = "t3.micro"
@@ -159,14 +162,30 @@ def _seed_service(
             tags={"bake:service": service.name, "bake:color": "blue"},
         )
     cloud.client("ec2").create_tags(
-        Resources=[vpc_id], Tags=[{"Key": SEEDED_PREFIX + service.name, "Value": "true"}]
+        Resources=[template_id], Tags=[{"Key": SEEDED_TAG, "Value": service.name}]
     )
+
+
+def _seeded(cloud: Cloud, config: Config) -> set[str]:
+    """The services seeded in full: those whose launch template carries the `bake:seeded` tag."""
+    paginator = cloud.client("ec2").get_paginator("describe_launch_templates")
+    # Pages of 200, the most EC2 gives (moto's default page of 15 comes without a next token).
+    pages = paginator.paginate(
+        Filters=[{"Name": "tag-key", "Values": [SEEDED_TAG]}], PaginationConfig={"PageSize": 200}
+    )
+    tagged = {
+        template["LaunchTemplateName"] for page in pages for template in page["LaunchTemplates"]
+    }
+    return {name for name, service in config.services.items() if service.launch_template in tagged}
 
 
 def ensure_seeded(cloud: Cloud, config: Config, base_ami: str) -> bool:
     """Give every configured service a blue environment on the local cloud; True if it seeded."""
+    seeded = _seeded(cloud, config)
+    if all(name in seeded for name in config.services):
+        return False
     vpc = _seed_vpc(cloud)
-    seeded = {
+    seeded |= {
         key.removeprefix(SEEDED_PREFIX)
         for key in tags_of(vpc or {})
         if key.startswith(SEEDED_PREFIX)

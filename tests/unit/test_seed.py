@@ -72,7 +72,7 @@ def test_second_seed_is_one_describe_call_and_changes_nothing(cloud, config, bas
 
     assert ensure_seeded(counting, config, base_ami) is False
 
-    assert calls == ["DescribeVpcs"]
+    assert calls == ["DescribeLaunchTemplates"]
     assert len(cloud.client("ec2").describe_vpcs()["Vpcs"]) == 2  # moto's default VPC + ours
     versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateName="demo")
     assert len(versions["LaunchTemplateVersions"]) == 1
@@ -127,7 +127,8 @@ def test_an_interrupted_seed_is_completed_without_duplicates(cloud, config, base
         "Vpcs"
     ]
     # As if the seed had stopped just before marking the service done.
-    ec2.delete_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "bake:seeded:demo"}])
+    (template,) = ec2.describe_launch_templates(LaunchTemplateNames=["demo"])["LaunchTemplates"]
+    ec2.delete_tags(Resources=[template["LaunchTemplateId"]], Tags=[{"Key": "bake:seeded"}])
 
     assert ensure_seeded(cloud, config, base_ami) is True
 
@@ -147,3 +148,37 @@ def test_an_interrupted_seed_is_completed_without_duplicates(cloud, config, base
     groups = cloud.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
     assert [len(group["Instances"]) for group in groups] == [2]
     assert ensure_seeded(cloud, config, base_ami) is False
+
+
+def test_fifty_services_are_seeded_and_then_found_in_one_call(cloud, make_config, base_ami):
+    # More services than tags one resource may carry (50, with the seed VPC's own).
+    names = [f"svc{n:02d}" for n in range(55)]
+    config = make_config(services={name: {"image": "base", "capacity": 1} for name in names})
+
+    assert ensure_seeded(cloud, config, base_ami) is True
+
+    paginator = cloud.client("autoscaling").get_paginator("describe_auto_scaling_groups")
+    groups = [group for page in paginator.paginate() for group in page["AutoScalingGroups"]]
+    assert sorted(group["AutoScalingGroupName"] for group in groups) == [
+        f"{name}-blue" for name in names
+    ]
+    counting = Cloud(cloud.region, endpoint_url=cloud.endpoint_url)
+    calls = _count_calls(counting)
+    assert ensure_seeded(counting, config, base_ami) is False
+    assert calls == ["DescribeLaunchTemplates"]
+
+
+def test_a_cloud_seeded_by_an_earlier_version_is_not_seeded_again(cloud, config, base_ami):
+    # Earlier versions tagged the seed VPC per service, and their launch templates not at all.
+    assert ensure_seeded(cloud, config, base_ami) is True
+    ec2 = cloud.client("ec2")
+    template = ec2.describe_launch_templates(LaunchTemplateNames=["demo"])["LaunchTemplates"][0]
+    ec2.delete_tags(Resources=[template["LaunchTemplateId"]], Tags=[{"Key": "bake:seeded"}])
+    (vpc,) = ec2.describe_vpcs(Filters=[{"Name": "tag:bake:local-seed", "Values": ["true"]}])[
+        "Vpcs"
+    ]
+    ec2.create_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "bake:seeded:demo", "Value": "true"}])
+
+    assert ensure_seeded(cloud, config, base_ami) is False
+    groups = cloud.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert [group["AutoScalingGroupName"] for group in groups] == ["demo-blue"]
