@@ -6,6 +6,7 @@ failing stage's `undo()` before the failure is reported.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,17 +16,6 @@ from bake.context import RunContext
 from bake.errors import BakeError, Cancelled
 from bake.records import Records
 from bake.stages.base import Stage
-from bake.stages.build import Build
-from bake.stages.green_asg import GreenAsgStage
-from bake.stages.launch_template import LaunchTemplateStage
-from bake.stages.prepare import Prepare
-from bake.stages.register import Register
-from bake.stages.render import Render
-from bake.stages.retire import Retire
-from bake.stages.rollback import Rollback
-from bake.stages.rollout import RolloutStage
-from bake.stages.shift import ShiftStage
-from bake.stages.verify import Verify
 
 BAKE = ["render", "build", "verify", "register"]
 SWAP = ["rollout", "launch-template", "green-asg", "shift"]
@@ -45,22 +35,41 @@ SEQUENCES: dict[str, list[str]] = {
     "retire": ["prepare", "retire"],
 }
 
-STAGES: dict[str, type[Stage]] = {
-    stage.name: stage
-    for stage in (
-        Render,
-        Prepare,
-        Build,
-        Verify,
-        Register,
-        RolloutStage,
-        LaunchTemplateStage,
-        GreenAsgStage,
-        ShiftStage,
-        Rollback,
-        Retire,
-    )
-}
+
+class _Stages(dict[str, type[Stage]]):
+    """Stage classes by name, each module imported when a run first needs it: a swap does not
+    import what rendering and building need (Jinja2, python-hcl2, the SBOM library), which matters
+    when a rollout starts fifty `bake swap` processes."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        super().__init__()
+        self.paths = paths
+
+    def __missing__(self, name: str) -> type[Stage]:
+        module, _, attribute = self.paths[name].partition(":")
+        stage: type[Stage] = getattr(importlib.import_module(module), attribute)
+        self[name] = stage
+        return stage
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self.paths
+
+
+STAGES = _Stages(
+    {
+        "render": "bake.stages.render:Render",
+        "prepare": "bake.stages.prepare:Prepare",
+        "build": "bake.stages.build:Build",
+        "verify": "bake.stages.verify:Verify",
+        "register": "bake.stages.register:Register",
+        "rollout": "bake.stages.rollout:RolloutStage",
+        "launch-template": "bake.stages.launch_template:LaunchTemplateStage",
+        "green-asg": "bake.stages.green_asg:GreenAsgStage",
+        "shift": "bake.stages.shift:ShiftStage",
+        "rollback": "bake.stages.rollback:Rollback",
+        "retire": "bake.stages.retire:Retire",
+    }
+)
 
 
 def lock_names(ctx: RunContext, command: str) -> list[str]:

@@ -117,28 +117,6 @@ def test_swap_only_rolls_the_published_ami_out_to_services_behind(app) -> None:
     assert live_ami(app, "demo") != ami, "a service not selected is left alone"
 
 
-def test_a_failed_service_does_not_stop_the_others(app, cloud) -> None:
-    app.run("bake", image="base")
-    ami = images.published(app.target.cloud, "base")
-    blue_group = autoscaling.find_group(cloud, "demo-blue")
-    # demo's listener is gone: its swap fails before it changes anything.
-    listener_arn = cloud.client("elbv2").describe_listeners(
-        LoadBalancerArn=cloud.client("elbv2").describe_load_balancers(Names=["demo"])[
-            "LoadBalancers"
-        ][0]["LoadBalancerArn"]
-    )["Listeners"][0]["ListenerArn"]
-    cloud.client("elbv2").delete_listener(ListenerArn=listener_arn)
-
-    outcome = rollout(app, swap_only=True, all=True)
-
-    assert outcome.report.result == "failed"
-    results = {s.name: s for s in outcome.report.services}
-    assert results["demo"].action == "failed" and "no listener" in results["demo"].error
-    assert results["shop"].action == "swapped" and live_ami(app, "shop") == ami
-    assert autoscaling.find_group(cloud, "demo-green") is None, "nothing was made for demo"
-    assert autoscaling.find_group(cloud, "demo-blue") == blue_group
-
-
 def test_a_stop_signal_to_the_rollout_stops_its_swaps_and_traffic_stays_on_blue(
     app, tmp_path: Path
 ) -> None:
@@ -178,3 +156,60 @@ def test_a_stop_signal_to_the_rollout_stops_its_swaps_and_traffic_stays_on_blue(
     assert swap_run.status == "cancelled", "the swap was stopped, and unwound as a cancelled run"
     state = bluegreen.describe(app.target.cloud, app.config.services["demo"])
     assert (state.weight("blue"), state.weight("green")) == (100, 0)
+
+
+FLEET_SERVICE = """
+[services.{name}]
+image = "base"
+capacity = 1
+health_timeout = 30
+soak = 0
+"""
+
+
+def test_fifty_services_roll_out_ten_at_a_time_and_one_failure_stops_no_other(
+    tmp_path: Path, moto_endpoint, cloud, source_ami
+) -> None:
+    names = [f"svc{n:02d}" for n in range(50)]
+    config_path = write_config(tmp_path, moto_endpoint)
+    text = config_path.read_text()
+    config_path.write_text(
+        text[: text.index("[services.demo]")]
+        + "".join(FLEET_SERVICE.format(name=name) for name in names)
+    )
+    fleet = make_app(config_path)
+    seed.ensure_seeded(cloud, fleet.config, source_ami)
+    fleet.run("bake", image="base")
+    ami = images.published(cloud, "base")
+    blue = {name: live_ami(fleet, name) for name in names}
+    svc17_blue = autoscaling.find_group(cloud, "svc17-blue")
+    elbv2 = cloud.client("elbv2")
+    # svc17's listener is gone: its swap fails before it changes anything.
+    (balancer,) = elbv2.describe_load_balancers(Names=["svc17"])["LoadBalancers"]
+    (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+
+    argv = [sys.executable, "-m", "bake", "--config", str(config_path), "rollout", "--swap-only",
+            "--all", "--parallel", "10", "--no-proof", "--json"]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    print(f"50 services, --parallel 10: {time.monotonic() - started:.1f} s")
+
+    assert done.returncode == 1, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["result"] == "failed"
+    actions = {s["name"]: s["action"] for s in shown["report"]["services"]}
+    assert actions == {name: "failed" if name == "svc17" else "swapped" for name in names}
+    failed = next(s for s in shown["report"]["services"] if s["name"] == "svc17")
+    assert "no listener" in failed["error"]
+    assert ami not in blue.values()
+    assert {name: live_ami(fleet, name) for name in names if name != "svc17"} == {
+        name: ami for name in names if name != "svc17"
+    }
+    assert autoscaling.find_group(cloud, "svc17-green") is None, "nothing was made for svc17"
+    assert autoscaling.find_group(cloud, "svc17-blue") == svc17_blue
+    swaps = [run for run in fleet.history.runs() if run.command == "swap"]
+    assert len(swaps) == 49 and {run.status for run in swaps} == {"succeeded"}
+    spans = [(run.started, run.finished or run.started) for run in swaps]
+    together = [sum(start <= at < end for start, end in spans) for at, _ in spans]
+    assert 1 < max(together) <= 10, "swaps ran side by side, at most ten at a time"

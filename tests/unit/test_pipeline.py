@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import multiprocessing
 import signal
+import subprocess
+import sys
 from dataclasses import make_dataclass
 from pathlib import Path
 
@@ -293,3 +295,20 @@ def test_an_undo_that_fails_never_hides_the_failure_it_undid(tmp_path: Path, seq
     assert [(stage.name, stage.status, stage.detail) for stage in run.stages] == [
         ("breaks", "failed", both)
     ]
+
+
+def test_every_stage_name_loads_the_stage_of_that_name() -> None:
+    for name in pipeline.STAGES.paths:
+        assert pipeline.STAGES[name].name == name
+
+
+def test_a_swap_loads_no_stage_that_renders_or_builds() -> None:
+    code = (
+        "import sys\n"
+        "from bake import app, pipeline\n"
+        "for name in pipeline.SEQUENCES['swap']:\n"
+        "    pipeline.STAGES[name]\n"
+        "print(sorted(m for m in ('jinja2', 'hcl2', 'cyclonedx') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
