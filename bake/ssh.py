@@ -22,6 +22,8 @@ SSH_OPTIONS = {
     "LogLevel": "ERROR",
     "ConnectTimeout": "5",
     "BatchMode": "yes",
+    # Only the machine's own key: an agent holding more keys would use up sshd's MaxAuthTries.
+    "IdentitiesOnly": "yes",
     "ServerAliveInterval": "10",
 }
 

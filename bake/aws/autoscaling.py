@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import WaiterError
 
+from bake.aws import shapes
 from bake.aws.session import Cloud
 from bake.aws.tags import tags_of
 from bake.polling import wait_until, waiter_config
@@ -179,49 +180,40 @@ def replace_instances(
     return True
 
 
-# What a lifecycle hook and a scaling policy are made of, as Put* requests take them.
-_HOOK_FIELDS = (
-    "LifecycleHookName",
-    "LifecycleTransition",
-    "NotificationTargetARN",
-    "RoleARN",
-    "NotificationMetadata",
-    "HeartbeatTimeout",
-    "DefaultResult",
-)
-_POLICY_FIELDS = (
-    "PolicyName",
-    "PolicyType",
-    "AdjustmentType",
-    "MinAdjustmentStep",
-    "MinAdjustmentMagnitude",
-    "ScalingAdjustment",
-    "Cooldown",
-    "MetricAggregationType",
-    "StepAdjustments",
-    "EstimatedInstanceWarmup",
-    "TargetTrackingConfiguration",
-    "Enabled",
-    "PredictiveScalingConfiguration",
-)
+def as_hook(cloud: Cloud, hook: dict[str, Any]) -> dict[str, Any]:
+    """A described lifecycle hook as a group's creation (and PutLifecycleHook, with the group's
+    name) takes it: the members botocore's model gives the request, each with a value."""
+    return shapes.for_request(
+        cloud.client("autoscaling"),
+        "CreateAutoScalingGroup",
+        hook,
+        member="LifecycleHookSpecificationList",
+        drop_empty=True,
+    )
 
 
-def _fields(source: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The named fields that `source` gives a value (an empty table or list is no value)."""
-    return {name: source[name] for name in names if source.get(name) not in (None, {}, [])}
+def as_policy(cloud: Cloud, policy: dict[str, Any]) -> dict[str, Any]:
+    """A described scaling policy as PutScalingPolicy takes it, without the group's name."""
+    return shapes.for_request(
+        cloud.client("autoscaling"),
+        "PutScalingPolicy",
+        policy,
+        without=("AutoScalingGroupName",),
+        drop_empty=True,
+    )
 
 
 def lifecycle_hooks(cloud: Cloud, name: str) -> list[dict[str, Any]]:
     """The group's lifecycle hooks, as PutLifecycleHook takes them (without the group)."""
     hooks = cloud.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=name)
-    return [_fields(hook, _HOOK_FIELDS) for hook in hooks["LifecycleHooks"]]
+    return [as_hook(cloud, hook) for hook in hooks["LifecycleHooks"]]
 
 
 def scaling_policies(cloud: Cloud, name: str) -> list[dict[str, Any]]:
     """The group's scaling policies, as PutScalingPolicy takes them (without the group)."""
     paginator = cloud.client("autoscaling").get_paginator("describe_policies")
     return [
-        _fields(policy, _POLICY_FIELDS)
+        as_policy(cloud, policy)
         for page in paginator.paginate(AutoScalingGroupName=name)
         for policy in page["ScalingPolicies"]
     ]

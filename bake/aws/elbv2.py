@@ -8,28 +8,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bake.aws import shapes
 from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 from bake.errors import BakeError
-
-# Target group settings a mirrored target group copies from its source.
-_MIRRORED = (
-    "Protocol",
-    "ProtocolVersion",
-    "Port",
-    "IpAddressType",
-    "VpcId",
-    "TargetType",
-    "HealthCheckProtocol",
-    "HealthCheckPort",
-    "HealthCheckEnabled",
-    "HealthCheckPath",
-    "HealthCheckIntervalSeconds",
-    "HealthCheckTimeoutSeconds",
-    "HealthyThresholdCount",
-    "UnhealthyThresholdCount",
-    "Matcher",
-)
 
 
 def find_load_balancer(cloud: Cloud, name: str) -> dict[str, Any] | None:
@@ -81,10 +63,21 @@ def create_target_group(cloud: Cloud, name: str, **settings: Any) -> dict[str, A
     return created
 
 
+def mirrored_settings(cloud: Cloud, source: dict[str, Any]) -> dict[str, Any]:
+    """What CreateTargetGroup takes of the described target group `source` (by botocore's model):
+    its protocol, port, VPC, target type and health check; not its name, ARN or tags."""
+    return shapes.for_request(
+        cloud.client("elbv2"),
+        "CreateTargetGroup",
+        source,
+        without=("Name", "Tags"),
+        drop_empty=True,
+    )
+
+
 def mirror_target_group(cloud: Cloud, name: str, source: dict[str, Any]) -> dict[str, Any]:
     """Create a target group with the protocol, port, VPC and health check of `source`."""
-    settings = {key: source[key] for key in _MIRRORED if source.get(key) is not None}
-    return create_target_group(cloud, name, **settings)
+    return create_target_group(cloud, name, **mirrored_settings(cloud, source))
 
 
 def find_listener(cloud: Cloud, load_balancer_arn: str, port: int) -> dict[str, Any] | None:

@@ -52,6 +52,12 @@ def _vpc_of(cloud: Cloud, subnet_id: str | None) -> str:
     return vpcs[0]["VpcId"]
 
 
+def vpc_cidr(cloud: Cloud, subnet_id: str | None) -> str:
+    """The address range of the subnet's VPC (the default VPC without a subnet)."""
+    vpc_id = _vpc_of(cloud, subnet_id)
+    return str(cloud.client("ec2").describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"])
+
+
 def _tags(spec: Throwaway, name: str, *kinds: str) -> list[dict[str, Any]]:
     """Tag specifications of what a request creates. `bake iam-policy` lets instances and volumes
     be launched, and instances be terminated, only with the run's tag."""
@@ -91,12 +97,23 @@ def throwaway(
             "KeyName": name,
             "MinCount": 1,
             "MaxCount": 1,
-            "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "TagSpecifications": _tags(spec, name, "instance", "volume"),
         }
-        if spec.subnet_id:
-            request["SubnetId"] = spec.subnet_id
+        if spec.subnet_id and not spec.use_private_ip:
+            # A subnet need not give its instances public addresses: ask for one.
+            request["NetworkInterfaces"] = [
+                {
+                    "DeviceIndex": 0,
+                    "SubnetId": spec.subnet_id,
+                    "Groups": [group_id],
+                    "AssociatePublicIpAddress": True,
+                }
+            ]
+        else:
+            request["SecurityGroupIds"] = [group_id]
+            if spec.subnet_id:
+                request["SubnetId"] = spec.subnet_id
         if spec.instance_profile:
             request["IamInstanceProfile"] = {"Name": spec.instance_profile}
         with signals.held():

@@ -1,7 +1,8 @@
 """EC2 launch templates and their versions.
 
 New versions are always created from complete launch template data: moto ignores `SourceVersion`,
-and complete data makes a version readable on its own on AWS too.
+and complete data makes a version readable on its own on AWS too. Data read from a version is made
+fit to send back first (`sendable`): AWS describes members its requests reject.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bake.aws import shapes
 from bake.aws.errors import error_code
 from bake.aws.session import Cloud
 
@@ -80,6 +82,20 @@ def delete_version(cloud: Cloud, launch_template_id: str, number: int) -> None:
     )
 
 
+def request_shape(cloud: Cloud) -> Any:
+    """The shape of the launch template data that CreateLaunchTemplateVersion takes."""
+    return shapes.request_shape(
+        cloud.client("ec2"), "CreateLaunchTemplateVersion", "LaunchTemplateData"
+    )
+
+
+def sendable(cloud: Cloud, described: dict[str, Any]) -> dict[str, Any]:
+    """A version's data as describe gave it, less what a request may not hold
+    (`MetadataOptions.State`, `Ipv6Addresses[].IsPrimaryIpv6`, `Operator.Managed`, ...)."""
+    fitted: dict[str, Any] = shapes.fit(described, request_shape(cloud))
+    return fitted
+
+
 def _canonical(value: Any) -> Any:
     """A form of launch template data where list order and key order do not matter."""
     if isinstance(value, dict):
@@ -95,9 +111,9 @@ def same_data(first: dict[str, Any], second: dict[str, Any]) -> bool:
 
 
 def find_version_with(cloud: Cloud, launch_template_id: str, data: dict[str, Any]) -> int | None:
-    """The newest version whose data is exactly `data`, or None."""
+    """The newest version whose data, as a request would send it, is exactly `data`, or None."""
     for entry in versions(cloud, launch_template_id):
-        if same_data(entry.get("LaunchTemplateData", {}), data):
+        if same_data(sendable(cloud, entry.get("LaunchTemplateData", {})), data):
             return int(entry["VersionNumber"])
     return None
 

@@ -22,7 +22,9 @@ from bake.stages.base import Outcome, Stage
 
 
 def new_version_data(source: dict[str, Any], ami: str, instance_type: str | None) -> dict[str, Any]:
-    """The live version's complete data with the new AMI, IMDSv2 required and a `bake:ami` tag."""
+    """The live version's complete data (as `launch_templates.sendable` gives it) with the new
+    AMI, IMDSv2 required and a `bake:ami` tag; its other metadata options (a hop limit above 1 that
+    containers on the instance need) are kept."""
     data = copy.deepcopy(source)
     data["ImageId"] = ami
     data["MetadataOptions"] = {
@@ -48,12 +50,9 @@ class RolloutStage(Stage):
         rollback = state.color(decision.rollback)
         template_id, source_version = self._source(rollback)
         source = launch_templates.version(cloud, template_id, source_version)
-        data = new_version_data(source["LaunchTemplateData"], ami, service.instance_type)
-        if (
-            rollback
-            and rollback.group
-            and launch_templates.same_data(data, source["LaunchTemplateData"])
-        ):
+        sendable = launch_templates.sendable(cloud, source["LaunchTemplateData"])
+        data = new_version_data(sendable, ami, service.instance_type)
+        if rollback and rollback.group and launch_templates.same_data(data, sendable):
             return Outcome.skipped(
                 f"already live: {rollback.color} runs version {source['VersionNumber']} with "
                 f"{ami}; the standby is untouched",

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from bake import ssh
 from bake.aws import images
-from bake.aws.instances import Throwaway, throwaway
+from bake.aws.instances import Throwaway, throwaway, vpc_cidr
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
 from bake.console import Console
@@ -114,9 +114,13 @@ class AwsTarget(Target):
 
     @cached_property
     def ssh_cidr(self) -> str:
-        """Who may reach build and verification instances over SSH: this runner only."""
+        """Who may reach build and verification instances over SSH: this runner only; with
+        `ssh_interface = "private_ip"` the runner is inside the network, so the VPC's range (its
+        public address says nothing about where it connects from)."""
         if self.settings.ssh_cidr:
             return self.settings.ssh_cidr
+        if self.settings.ssh_interface == "private_ip":
+            return vpc_cidr(self.cloud, self.settings.subnet_id)
         if self.settings.endpoint_url:
             return "127.0.0.1/32"
         try:

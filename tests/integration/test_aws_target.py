@@ -4,6 +4,7 @@ and a whole bake-and-swap. Only ssh and the suites' pytest are stood in for, beh
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
     assert 'imds_support = "v2.0"' in text
     assert "ami_org_arns" in text
     assert "temporary_security_group_source_cidrs = [var.ssh_cidr]" in text
+    assert "ssh_clear_authorized_keys = true" in text
     assert text.count('provisioner "shell"') == 6, "4 steps and the two package lists"
     assert text.count('provisioner "file"') == 2, "the package lists, downloaded"
     assert "sudo -E sh -eu" in text
@@ -223,6 +225,8 @@ def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypat
     )
     web = app.state.rendered("web", "aws").read_text()
     assert "chef-install.sh" in web and "chef-converge.sh" in web
+    assert "ssh_clear_authorized_keys = true" in web, "Packer's key leaves the image"
+    assert "associate_public_ip_address = true" in web, "its subnet may not give one"
     assert sorted(
         p.name for p in (app.state.rendered("web", "aws").parent / "chef" / "cookbooks").iterdir()
     ) == ["golden_base", "golden_web"]
@@ -275,3 +279,46 @@ def toml_document(raw: dict[str, Any]) -> str:
                 f"{k} = {toml_value(v)}\n" for k, v in body.items()
             )
     return text
+
+
+@pytest.mark.packer
+@pytest.mark.parametrize("interface", ["public_ip", "private_ip"])
+def test_verification_in_a_subnet_reaches_the_instance_as_ssh_interface_says(
+    tmp_path: Path, moto_endpoint, cloud, source_ami, interface: str
+) -> None:
+    ec2 = cloud.client("ec2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.7.1.0/24")["Subnet"]["SubnetId"]
+    config_path = write_config(tmp_path, moto_endpoint)
+    config_path.write_text(
+        config_path.read_text().replace(
+            'communicator = "none"\n',
+            f'communicator = "none"\nsubnet_id = "{subnet_id}"\nssh_interface = "{interface}"\n',
+        )
+    )
+    app = make_app(config_path)
+    rendered = render_image(app.context(image="base"), app.config.images["base"]).path.read_text()
+    assert ("associate_public_ip_address = true" in rendered) == (interface == "public_ip")
+    app.run("build", image="base")
+    sent: dict[str, dict[str, Any]] = {}
+    app.target.cloud.client("ec2").meta.events.register(
+        "before-parameter-build", lambda params, model, **_: sent.setdefault(model.name, params)
+    )
+
+    app.run("verify", image="base")
+
+    (ingress,) = sent["AuthorizeSecurityGroupIngress"]["IpPermissions"]
+    (address,) = {argv[-2].split("@")[1] for argv in app.runner.commands("ssh")}
+    in_subnet = ipaddress.ip_address(address) in ipaddress.ip_network("10.7.1.0/24")
+    launched = sent["RunInstances"]
+    if interface == "public_ip":
+        (interface_request,) = launched["NetworkInterfaces"]
+        assert interface_request["SubnetId"] == subnet_id
+        assert interface_request["AssociatePublicIpAddress"] is True, "asked, not assumed"
+        assert "SecurityGroupIds" not in launched
+        assert not in_subnet, "SSH goes to the instance's public address"
+        assert ingress["IpRanges"][0]["CidrIp"] == "127.0.0.1/32"
+    else:
+        assert launched["SubnetId"] == subnet_id and "NetworkInterfaces" not in launched
+        assert in_subnet, "SSH goes to the instance's private address"
+        assert ingress["IpRanges"][0]["CidrIp"] == "10.7.0.0/16", "the VPC, not a public address"

@@ -1,9 +1,11 @@
 """`bake iam-policy` covers every AWS action the pipeline performs: each boto3 call of a whole run
-on the aws target (botocore's event hooks) and each call Packer makes (moto's request recorder)."""
+on the aws target (botocore's event hooks) and each call Packer makes (moto's request recorder).
+The same run's boto3 requests are checked as AWS checks them, moto being more lenient."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import urllib.parse
@@ -19,6 +21,7 @@ from bake.local import seed
 from bake.records import RunOptions
 from tests.integration import iam_requests
 from tests.integration.aws_project import make_app, write_config
+from tests.request_shapes import problems
 
 
 def recorder(endpoint: str, verb: str) -> None:
@@ -77,6 +80,12 @@ def test_the_policy_covers_every_action_of_a_whole_run(
         called.add(f"{model.service_model.signing_name}:{model.name}")
 
     app.target.cloud.session.events.register("before-call", record)
+    sent: list[tuple[Any, dict[str, Any]]] = []
+
+    def keep(params: dict[str, Any], model: Any, **_: Any) -> None:
+        sent.append((model, copy.deepcopy(params)))
+
+    app.target.cloud.session.events.register("before-parameter-build", keep)
     monkeypatch.chdir(tmp_path)
     recorder(moto_endpoint, "start-recording")
     try:
@@ -100,6 +109,16 @@ def test_the_policy_covers_every_action_of_a_whole_run(
     assert "ec2:CopyImage" in packer_and_pipeline
     assert called - allowed == set()
     assert packer_and_pipeline - allowed == set()
+    rejected = [
+        f"{model.name}: {problem}"
+        for model, params in sent
+        for problem in problems(model.input_shape, params)
+    ]
+    assert rejected == [], "every request of the run is one AWS takes"
+    assert {model.name for model, _ in sent} >= {
+        "CreateLaunchTemplateVersion", "CreateAutoScalingGroup", "CreateTargetGroup",
+        "ModifyListener", "RunInstances", "CreateTags", "PutParameter",
+    }  # fmt: skip
 
 
 def test_the_policy_follows_the_config(tmp_path: Path) -> None:

@@ -101,3 +101,126 @@ def test_a_project_with_services_is_told_what_its_machines_need(project: Path, c
     assert not checks["memory"]["ok"]
     assert checks["memory"]["detail"].startswith("the local machines need ")
     assert "machine_memory" in checks["memory"]["fix"]
+
+
+AWS_CONFIG = """
+target = "aws"
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[images.base]
+base = "ami-0123456789abcdef0"
+steps = ["patch"]
+verify = ["suites"]
+
+[images.base.aws]
+kms_key_id = "alias/golden"
+ami_users = ["111122223333"]
+
+[services.demo]
+image = "base"
+"""
+
+ROOT_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "Enable IAM policies",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    ],
+}
+
+
+def aws_checks(project: Path, capsys) -> tuple[int, dict[str, dict]]:
+    code = main(["doctor", "--json"])
+    return code, {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+
+
+def test_a_key_that_the_autoscaling_role_and_sharing_accounts_cannot_use_is_named_with_the_fix(
+    project: Path, capsys, cloud, moto_endpoint: str
+) -> None:
+    (project / "bake.toml").write_text(AWS_CONFIG.format(endpoint=moto_endpoint))
+    kms = cloud.client("kms")
+    key_id = kms.create_key(Policy=json.dumps(ROOT_ONLY))["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/golden", TargetKeyId=key_id)
+
+    code, checks = aws_checks(project, capsys)
+
+    check = checks["kms key alias/golden"]
+    assert code == 1 and not check["ok"] and check["required"]
+    assert "AWSServiceRoleForAutoScaling" in check["detail"]
+    assert "111122223333" in check["detail"]
+    statement = json.loads(check["fix"].split("add to its key policy: ", 1)[1])
+    assert statement["Principal"]["AWS"] == [
+        "arn:aws:iam::111122223333:root",
+        "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/"
+        "AWSServiceRoleForAutoScaling",
+    ]
+
+    # The statement it prints is the whole fix.
+    fixed = {**ROOT_ONLY, "Statement": [*ROOT_ONLY["Statement"], statement]}
+    kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(fixed))
+    code, checks = aws_checks(project, capsys)
+    assert checks["kms key alias/golden"]["ok"], checks["kms key alias/golden"]
+    assert checks["kms key alias/golden"]["detail"].startswith(
+        f"arn:aws:kms:us-east-1:123456789012:key/{key_id}"
+    )
+
+
+def test_a_key_whose_policy_names_the_account_is_not_enough_for_the_autoscaling_role(
+    project: Path, capsys, cloud, moto_endpoint: str
+) -> None:
+    (project / "bake.toml").write_text(
+        AWS_CONFIG.format(endpoint=moto_endpoint).replace('ami_users = ["111122223333"]\n', "")
+    )
+    everyone_in_the_account = {
+        **ROOT_ONLY,
+        "Statement": [{**ROOT_ONLY["Statement"][0], "Principal": {"AWS": "123456789012"}}],
+    }
+    kms = cloud.client("kms")
+    key_id = kms.create_key(Policy=json.dumps(everyone_in_the_account))["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/golden", TargetKeyId=key_id)
+
+    _, checks = aws_checks(project, capsys)
+
+    check = checks["kms key alias/golden"]
+    assert not check["ok"], "the service-linked role holds no KMS permission of its own"
+    assert "111122223333" not in check["detail"], "nobody is given the AMI"
+
+
+def test_a_key_that_does_not_exist_is_named(project: Path, capsys, cloud, moto_endpoint) -> None:
+    (project / "bake.toml").write_text(AWS_CONFIG.format(endpoint=moto_endpoint))
+
+    code, checks = aws_checks(project, capsys)
+
+    assert code == 1 and not checks["kms key alias/golden"]["ok"]
+    assert "NotFoundException" in checks["kms key alias/golden"]["detail"]
+
+
+def test_packer_older_than_1_7_is_told_what_it_lacks_on_the_aws_target(
+    project: Path, capsys, cloud, moto_endpoint: str
+) -> None:
+    (project / "bake.toml").write_text(
+        AWS_CONFIG.format(endpoint=moto_endpoint)
+        .replace('kms_key_id = "alias/golden"\n', "")
+        .replace('ami_users = ["111122223333"]\n', "")
+    )
+
+    code, checks = aws_checks(project, capsys)
+
+    features = checks["packer features"]
+    assert not features["ok"] and not features["required"], "a warning: 1.6 still builds"
+    assert "IMDSv2 on the build instance" in features["detail"]
+    assert "amazon plugin pinned" in features["detail"]
+    assert "1.7" in features["fix"] and "apt.releases.hashicorp.com" in features["fix"]
+    assert code == 0, checks
+
+    (project / "bin" / "packer").write_text("#!/bin/sh\necho 'Packer v1.11.2'\n")
+    _, checks = aws_checks(project, capsys)
+    assert checks["packer features"]["ok"]

@@ -41,6 +41,7 @@ def test_ssh_config_disables_prompts_and_host_key_checks(tmp_path: Path) -> None
     assert "StrictHostKeyChecking no" in lines
     assert "UserKnownHostsFile /dev/null" in lines
     assert "BatchMode yes" in lines
+    assert "IdentitiesOnly yes" in lines, "an agent's other keys are not offered"
     assert "ConnectTimeout 5" in lines
     assert "ServerAliveInterval 10" in lines
     assert "LogLevel ERROR" in lines
