@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 
@@ -94,19 +95,93 @@ def _memory(app: App) -> Check:
     )
 
 
+HASHICORP_APT = "https://apt.releases.hashicorp.com"
+
+
+def _packer_features(app: App) -> Check:
+    """What the amazon builder of the installed Packer cannot do (a warning: 1.6 still builds)."""
+    try:
+        version = packer.detect_version(app.runner)
+    except BakeError as exc:
+        return Check("packer features", False, exc.message, "reinstall packer", required=False)
+    if version.has_required_plugins:
+        return Check("packer features", True, f"{version} has every feature the aws target uses")
+    lacking = [
+        "IMDSv2 on the build instance (metadata_options, imds_support)",
+        "the amazon plugin pinned to a version (required_plugins)",
+        "sharing with organizations (ami_org_arns)",
+    ]
+    return Check(
+        "packer features",
+        False,
+        f"{version} lacks: {'; '.join(lacking)}",
+        f"install Packer 1.7 or newer from HashiCorp's apt repository ({HASHICORP_APT})",
+        required=False,
+    )
+
+
 def _aws_checks(app: App) -> list[Check]:
+    checks = [_packer_features(app)] if shutil.which("packer") else []
     try:
         identity = app.target.cloud.client("sts").get_caller_identity()
     except Exception as exc:  # any credential or network problem is the finding itself
         return [
+            *checks,
             Check(
                 "aws credentials",
                 False,
                 str(exc).splitlines()[0],
                 "configure credentials: AWS_PROFILE, environment variables or an instance role",
-            )
+            ),
         ]
-    return [Check("aws credentials", True, f"{identity['Arn']} in {app.config.region}")]
+    checks.append(Check("aws credentials", True, f"{identity['Arn']} in {app.config.region}"))
+    return checks + _key_checks(app, identity["Arn"].split(":")[1], identity["Account"])
+
+
+def _key_checks(app: App, partition: str, account: str) -> list[Check]:
+    """Each customer key of an encrypted AMI: its policy must let the Auto Scaling service-linked
+    role use the keys of the AMIs services run, and the accounts an AMI is shared with use it."""
+    from bake.aws import kms
+
+    launched = {service.image for service in app.config.services.values()}
+    wanted: dict[tuple[str, str], list[kms.Principal]] = {}
+    for image in app.config.images.values():
+        if not image.aws.encrypt_boot:
+            continue
+        sharing = [kms.sharing_account(partition, user) for user in image.aws.ami_users]
+        keys = [(app.config.region, image.aws.kms_key_id), *image.aws.region_kms_key_ids.items()]
+        for region, key in keys:
+            if key is None:
+                continue
+            principals = wanted.setdefault((region, key), [])
+            if image.name in launched and region == app.config.region:
+                principals.append(kms.autoscaling_role(partition, account))
+            principals.extend(sharing)
+    home = app.target.cloud
+    checks = []
+    for (region, key), principals in sorted(wanted.items()):
+        cloud = home.in_region(region)
+        found = kms.check(cloud, key, list(dict.fromkeys(principals)))
+        name = f"kms key {key}" if region == home.region else f"kms key {key} ({region})"
+        if found.error:
+            checks.append(Check(name, False, found.error, "name a key that exists in " + region))
+        elif found.missing:
+            whom = ", ".join(
+                next(p.why for p in principals if p.arn == arn) for arn in sorted(found.missing)
+            )
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"{found.arn}: its key policy does not let these use it: {whom} "
+                    f"({', '.join(sorted(found.missing))})",
+                    "add to its key policy: " + json.dumps(found.statement()),
+                )
+            )
+        else:
+            users = ", ".join(p.why for p in principals) or "only this account uses it"
+            checks.append(Check(name, True, f"{found.arn}: {users}"))
+    return checks
 
 
 def run_checks(app: App) -> list[Check]:

@@ -135,6 +135,10 @@ class AwsSettings(Model):
 
     region: Region = "us-east-1"
     profile: str | None = None
+    # A role every call is made as (assumed from the runner's credentials, and renewed): one per
+    # account, so a CI job's OIDC identity reaches each account through its role.
+    role_arn: str | None = None
+    role_session_name: str = Field(default="goldenbake", pattern=r"^[\w+=,.@-]{2,64}$")
     endpoint_url: str | None = None
     instance_type: str = "t3.small"
     subnet_id: str | None = None
@@ -142,6 +146,9 @@ class AwsSettings(Model):
     ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
     ssh_cidr: str | None = None
     communicator: Literal["ssh", "none"] = "ssh"
+    # The amazon plugin that Packer 1.7+ installs (`packer init`): one exact version, so a build
+    # is reproducible and the plugin is part of the build digest (it is in the rendered template).
+    amazon_plugin: str = "1.8.0"
     volume_size_gb: int = Field(default=8, ge=1)
     mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian"
     security_mirror: MirrorUrl = "http://cdn-aws.deb.debian.org/debian-security"
@@ -157,6 +164,25 @@ class AwsSettings(Model):
     sbom_store: str | None = Field(
         default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$"
     )
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, arn: str | None) -> str | None:
+        if arn is not None and not re.fullmatch(
+            r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", arn
+        ):
+            raise ValueError(
+                f"'{arn}' is not an IAM role ARN (for example "
+                "arn:aws:iam::123456789012:role/goldenbake)"
+            )
+        return arn
+
+    @field_validator("amazon_plugin")
+    @classmethod
+    def _plugin_version(cls, version: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+            raise ValueError(f"'{version}' is not one exact version (for example 1.8.0)")
+        return version
 
     @field_validator("ssh_cidr")
     @classmethod

@@ -10,17 +10,23 @@ from botocore.config import Config as BotoConfig
 
 # Credentials the local target's moto server accepts; real AWS never sees them.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "goldenbake", "aws_secret_access_key": "goldenbake"}
+# How long an assumed role's credentials last (the default maximum of a role): they are renewed
+# before they expire, so this bounds nothing but how often.
+ROLE_SECONDS = 3600
 
 
 @dataclass
 class Cloud:
     """Clients for one account and region. `endpoint_url` is set on the local target, and on the aws
     target pointed at an AWS-compatible endpoint; there the endpoint's own credentials are used
-    unless a profile is named."""
+    unless a profile is named. With `role_arn`, every call is made as that role, assumed from those
+    credentials and assumed again before it expires."""
 
     region: str
     endpoint_url: str | None = None
     profile: str | None = None
+    role_arn: str | None = None
+    role_session_name: str = "goldenbake"
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     # Facts that do not change once read, kept for the life of this Cloud so that a swap asks once:
@@ -31,14 +37,49 @@ class Cloud:
         """Drop what `known` holds (the endpoint behind it was emptied or replaced)."""
         self.known.clear()
 
+    def in_region(self, region: str) -> Cloud:
+        """The same identity in another region (its own clients)."""
+        if region == self.region:
+            return self
+        return Cloud(region, self.endpoint_url, self.profile, self.role_arn, self.role_session_name)
+
     @property
     def session(self) -> boto3.Session:
         if self._session is None:
             if self.endpoint_url and not self.profile:
-                self._session = boto3.Session(region_name=self.region, **LOCAL_CREDENTIALS)
+                base = boto3.Session(region_name=self.region, **LOCAL_CREDENTIALS)
             else:
-                self._session = boto3.Session(region_name=self.region, profile_name=self.profile)
+                base = boto3.Session(region_name=self.region, profile_name=self.profile)
+            self._session = self._assumed(base) if self.role_arn else base
         return self._session
+
+    def _assumed(self, base: boto3.Session) -> boto3.Session:
+        """A session holding `role_arn`'s credentials, assumed from `base`'s: botocore assumes the
+        role again when they near their expiry, so a run longer than a session never fails on
+        expired credentials."""
+        from botocore.credentials import RefreshableCredentials
+        from botocore.session import get_session
+
+        sts = base.client("sts", endpoint_url=self.endpoint_url)
+
+        def assume() -> dict[str, str]:
+            given = sts.assume_role(
+                RoleArn=self.role_arn,
+                RoleSessionName=self.role_session_name[:64],
+                DurationSeconds=ROLE_SECONDS,
+            )["Credentials"]
+            return {
+                "access_key": given["AccessKeyId"],
+                "secret_key": given["SecretAccessKey"],
+                "token": given["SessionToken"],
+                "expiry_time": given["Expiration"].isoformat(),
+            }
+
+        assumed = get_session()
+        assumed._credentials = RefreshableCredentials.create_from_metadata(
+            metadata=assume(), refresh_using=assume, method="sts-assume-role"
+        )
+        return boto3.Session(botocore_session=assumed, region_name=self.region)
 
     def client(self, service: str) -> Any:
         if service not in self._clients:

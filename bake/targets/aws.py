@@ -44,7 +44,13 @@ class AwsTarget(Target):
 
     @cached_property
     def cloud(self) -> Cloud:
-        return Cloud(self.settings.region, self.settings.endpoint_url, self.settings.profile)
+        return Cloud(
+            self.settings.region,
+            self.settings.endpoint_url,
+            self.settings.profile,
+            self.settings.role_arn,
+            self.settings.role_session_name,
+        )
 
     # rendering and building
 
@@ -84,23 +90,33 @@ class AwsTarget(Target):
             "manifest_path": str(self.state.root / "work" / "validate" / "manifest.json"),
             "inventory_directory": str(self.state.root / "work" / "validate" / "inventory"),
             "ssh_cidr": "192.0.2.1/32",
+            "root_device": "/dev/xvda",
         }
 
     def build_variables(self, work: Path) -> dict[str, str]:
         return {"ssh_cidr": self.ssh_cidr}
 
     def packer_environment(self) -> dict[str, str]:
+        """Packer resolves credentials itself, from the sources boto3 uses, so that they refresh
+        during a long build: a profile (SSO, credential_process, an assumed role), a web identity
+        token (a CI job's OIDC), the instance's role; `role_arn` is assumed by Packer's own
+        `assume_role`. Only an AWS-compatible endpoint (which AWS's STS cannot vouch for) gets
+        the run's credentials as they are now."""
         environment = {
             "AWS_REGION": self.settings.region,
             "AWS_DEFAULT_REGION": self.settings.region,
         }
+        if self.settings.profile:
+            environment["AWS_PROFILE"] = self.settings.profile
+            environment["AWS_SDK_LOAD_CONFIG"] = "1"  # Packer's SDK reads ~/.aws/config then
+        if not self.settings.endpoint_url:
+            return environment
         credentials = self.cloud.session.get_credentials()
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()
             environment["AWS_ACCESS_KEY_ID"] = frozen.access_key
             environment["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
-            if frozen.token:
-                environment["AWS_SESSION_TOKEN"] = frozen.token
+            environment["AWS_SESSION_TOKEN"] = frozen.token or ""
         return environment
 
     def chef_package_url(self, url: str) -> str:
@@ -138,7 +154,12 @@ class AwsTarget(Target):
     def resolve_base(self, image: ImageConfig) -> SourceImage:
         spec = image.base_for(self.name)
         ami = images.resolve(self.cloud, spec, f"images.{image.name}.base")
-        return SourceImage(ami=ami, description=f"{spec.describe()} ({ami})")
+        described = images.describe(self.cloud, ami) or {}
+        return SourceImage(
+            ami=ami,
+            description=f"{spec.describe()} ({ami})",
+            variables={"root_device": described.get("RootDeviceName") or "/dev/xvda"},
+        )
 
     def keep_artifact(
         self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage

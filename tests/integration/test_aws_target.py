@@ -19,6 +19,7 @@ from bake.console import Console
 from bake.errors import InputError, StageFailed
 from bake.local import seed
 from bake.records import Traffic, VerifiedAmi
+from bake.stages.build import inputs_digest
 from bake.stages.render import render_image
 from tests.integration.aws_project import REPO, make_app, toml_value, write_config
 from tests.unit.fakes import FakeRunner
@@ -80,6 +81,8 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
     rendered = render_image(ctx, ctx.require_image())
     text = rendered.path.read_text()
     assert 'source  = "github.com/hashicorp/amazon"' in text
+    assert 'version = "= 1.8.0"' in text, "one exact plugin version"
+    assert "device_name           = var.root_device" in text
     assert 'http_tokens                 = "required"' in text
     assert 'imds_support = "v2.0"' in text
     assert "ami_org_arns" in text
@@ -89,6 +92,29 @@ def test_render_for_packer_1_9_requires_the_plugin_and_imdsv2(
     assert text.count('provisioner "file"') == 2, "the package lists, downloaded"
     assert "sudo -E sh -eu" in text
     assert [argv[1] for argv in app.runner.commands("packer")] == ["version", "init", "validate"]
+
+
+def test_the_pinned_amazon_plugin_is_part_of_the_build_digest(
+    tmp_path: Path, moto_endpoint
+) -> None:
+    digests = {}
+    config_path = write_config(tmp_path, moto_endpoint)
+    written = config_path.read_text()
+    for plugin in ("1.8.0", "1.7.1", "1.8.0"):
+        config_path.write_text(
+            written.replace(
+                'communicator = "none"\n', f'communicator = "none"\namazon_plugin = "{plugin}"\n'
+            )
+        )
+        app = make_app(config_path)
+        app.runner.real = frozenset()
+        app.runner.on("packer", stdout="Packer v1.9.4\n")
+        ctx = app.context(image="base")
+        rendered = render_image(ctx, ctx.require_image())
+        assert f'version = "= {plugin}"' in rendered.text
+        digest = inputs_digest(rendered, "aws")
+        assert digests.setdefault(plugin, digest) == digest, "the same plugin, the same build"
+    assert digests["1.8.0"] != digests["1.7.1"], "another plugin is another build"
 
 
 def test_org_sharing_needs_packer_1_7(tmp_path: Path, moto_endpoint) -> None:
@@ -127,6 +153,26 @@ def test_bad_aws_settings_are_bad_input(tmp_path: Path, aws_table, message) -> N
         config_module.from_dict(raw, tmp_path / "bake.toml")
 
 
+def test_a_plugin_version_that_is_not_one_exact_version_is_bad_input(tmp_path: Path) -> None:
+    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
+    raw["aws"]["amazon_plugin"] = ">= 1.2.1"
+    with pytest.raises(
+        config_module.ConfigError,
+        match=r"aws.amazon_plugin: '>= 1.2.1' is not one exact version \(for example 1.8.0\)",
+    ):
+        config_module.from_dict(raw, tmp_path / "bake.toml")
+
+
+def test_a_role_that_is_not_a_role_arn_is_bad_input(tmp_path: Path) -> None:
+    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
+    raw["aws"]["role_arn"] = "goldenbake-fleet"
+    with pytest.raises(
+        config_module.ConfigError,
+        match=r"aws.role_arn: 'goldenbake-fleet' is not an IAM role ARN \(for example arn:aws:",
+    ):
+        config_module.from_dict(raw, tmp_path / "bake.toml")
+
+
 @pytest.mark.packer
 def test_bake_and_swap_on_aws_against_moto(
     tmp_path: Path, moto_endpoint, cloud, source_ami
@@ -147,6 +193,9 @@ def test_bake_and_swap_on_aws_against_moto(
     assert tags["bake:kernel"] == "6.1.0-56-cloud-amd64"
     assert tags["team"] == "platform"
     assert images.published(cloud, "base") == ami
+    (build,) = [argv for argv in app.runner.calls if argv[:2] == ["packer", "build"]]
+    root_device = images.describe(cloud, source_ami)["RootDeviceName"]
+    assert f"root_device={root_device}" in build, "the source AMI's own root device is sized"
     assert result.records.need(Traffic, "test").live_color == "green"
     (run,) = app.history.runs()
     assert run.status == "succeeded"
@@ -322,3 +371,47 @@ def test_verification_in_a_subnet_reaches_the_instance_as_ssh_interface_says(
         assert launched["SubnetId"] == subnet_id and "NetworkInterfaces" not in launched
         assert in_subnet, "SSH goes to the instance's private address"
         assert ingress["IpRanges"][0]["CidrIp"] == "10.7.0.0/16", "the VPC, not a public address"
+
+
+def aws_config(tmp_path: Path, **settings: str) -> Path:
+    """The test project on real AWS (no endpoint), with these [aws] settings."""
+    path = write_config(tmp_path, "unused")
+    lines = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
+    path.write_text(
+        path.read_text().replace('endpoint_url = "unused"\n', lines)
+        .replace('communicator = "none"', 'communicator = "ssh"')
+    )  # fmt: skip
+    return path
+
+
+def test_packer_resolves_credentials_itself_so_that_they_refresh(
+    tmp_path: Path, monkeypatch, moto_endpoint
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    (tmp_path / "profile").mkdir()
+    profiled = make_app(aws_config(tmp_path / "profile", profile="ci")).target.packer_environment()
+    (tmp_path / "chain").mkdir()
+    chain = make_app(aws_config(tmp_path / "chain")).target.packer_environment()
+    endpoint = make_app(write_config(tmp_path, moto_endpoint)).target.packer_environment()
+
+    assert profiled["AWS_PROFILE"] == "ci" and profiled["AWS_SDK_LOAD_CONFIG"] == "1"
+    for environment in (profiled, chain):
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(
+            environment
+        ), "nothing frozen: Packer reads the same sources boto3 does, and renews from them"
+    assert chain["AWS_REGION"] == "us-east-1"
+    assert endpoint["AWS_ACCESS_KEY_ID"] == "goldenbake", "an endpoint's own credentials"
+    assert endpoint["AWS_SESSION_TOKEN"] == "", "no stale token of the runner's goes along"
+
+
+def test_a_role_is_assumed_by_packer_itself_and_validates_for_real(tmp_path: Path) -> None:
+    role = "arn:aws:iam::123456789012:role/goldenbake-fleet"
+    app = make_app(aws_config(tmp_path, role_arn=role, role_session_name="nightly"))
+    ctx = app.context(image="base")
+
+    text = render_image(ctx, ctx.require_image()).path.read_text()
+
+    assert f'role_arn     = "{role}"' in text and 'session_name = "nightly"' in text
+    validated = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
+    assert len(validated) == 1, "the installed Packer takes the assume_role block"

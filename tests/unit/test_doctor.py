@@ -121,6 +121,7 @@ ami_users = ["111122223333"]
 
 [services.demo]
 image = "base"
+capacity = 2
 """
 
 ROOT_ONLY = {
@@ -139,7 +140,9 @@ ROOT_ONLY = {
 
 def aws_checks(project: Path, capsys) -> tuple[int, dict[str, dict]]:
     code = main(["doctor", "--json"])
-    return code, {check["name"]: check for check in json.loads(capsys.readouterr().out)}
+    printed = capsys.readouterr()
+    assert printed.out, printed.err
+    return code, {check["name"]: check for check in json.loads(printed.out)}
 
 
 def test_a_key_that_the_autoscaling_role_and_sharing_accounts_cannot_use_is_named_with_the_fix(
