@@ -269,20 +269,27 @@ def bases_and_publishing(config: Config, scope: Scope) -> list[dict[str, Any]]:
             if (spec := image.base_for("aws")).kind == "ssm"
         }
     )
-    published = sorted(parameter_name(name).lstrip("/") for name in config.images)
+    published = sorted(
+        (region, parameter_name(name).lstrip("/"))
+        for name, image in config.images.items()
+        for region in {scope.region, *image.aws.ami_regions}
+    )
     return [
         _statement(
             "ReadBasesAndPublishedImages",
             ["ssm:GetParameter"],
             [
                 *(scope.arn("ssm", f"parameter/{name}") for name in bases),
-                scope.arn("ssm", f"parameter{PARAMETER_PREFIX}*"),
+                *(
+                    scope.arn("ssm", f"parameter{PARAMETER_PREFIX}*", region=region)
+                    for region in scope.image_regions
+                ),
             ],
         ),
         _statement(
             "PublishLatestImages",
             ["ssm:PutParameter"],
-            [scope.arn("ssm", f"parameter/{name}") for name in published],
+            [scope.arn("ssm", f"parameter/{name}", region=region) for region, name in published],
         ),
     ]
 

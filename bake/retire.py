@@ -5,7 +5,7 @@ policy's) or a launch configuration. The decision is a pure function of what was
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bake.aws import images
@@ -25,6 +25,7 @@ class Decision:
     keep: bool
     reason: str
     snapshots: list[str] = field(default_factory=list)
+    region: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,11 +90,14 @@ def newest_first(ami: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
-    """What to do with each AMI of `image`, newest first."""
+    """What to do with each AMI of `image` in the cloud's region, newest first. The copies in
+    another region are judged there by the same rules (they carry the same tags, that region's
+    groups use them, and that region's parameter publishes one)."""
     found = cloud.client("ec2").describe_images(
         Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": [image]}]
     )["Images"]
-    return decide_images(found, amis_in_use(cloud), images.published(cloud, image), keep, image)
+    decided = decide_images(found, amis_in_use(cloud), images.published(cloud, image), keep, image)
+    return [replace(decision, region=cloud.region) for decision in decided]
 
 
 def decide_images(

@@ -97,6 +97,29 @@ def tag(cloud: Any, ami: str, tags: dict[str, str]) -> None:
     )
 
 
+def copies(cloud: Any, ami: str, regions: list[str]) -> dict[str, str]:
+    """The copies of `ami` in `regions` (Packer's `ami_regions`), by region: the AMI of this
+    account there with the same name (a build's AMI names are unique: `goldenbake-IMAGE-RUNID`).
+    A region without one is left out."""
+    home = describe(cloud, ami)
+    if home is None:
+        return {}
+    found = {}
+    for region in regions:
+        if region == cloud.region:
+            continue
+        there = (
+            cloud.in_region(region)
+            .client("ec2")
+            .describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [home["Name"]]}])[
+                "Images"
+            ]
+        )
+        if there:
+            found[region] = there[0]["ImageId"]
+    return found
+
+
 def publish(cloud: Any, image: str, ami: str) -> int:
     """Point the image's parameter at `ami`; returns the parameter's new version."""
     response = cloud.client("ssm").put_parameter(

@@ -38,13 +38,31 @@ class Register(Stage):
         extra = {"bake:suites": suites_digest(suite_files(ctx))}
         if location:
             extra["bake:sbom"] = location
+        # The copies first: the home region's parameter, which rollouts follow, moves last.
+        regions = image.aws.ami_regions
+        copies = images.copies(cloud, ami, regions)
+        missing = sorted(set(regions) - set(copies) - {cloud.region})
+        if missing:
+            raise StageFailed(
+                "register",
+                f"{ami} has no copy in {', '.join(missing)} (ami_regions)",
+                hint=f"rebuild it: bake build {image.name} --rebuild",
+            )
+        for region, copy in sorted(copies.items()):
+            there = cloud.in_region(region)
+            images.tag_lineage(
+                there, copy, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
+            )
+            images.publish(there, image.name, copy)
+            ctx.console.line(f"    {region}: {copy} published as {parameter}")
         images.tag_lineage(
             cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
         )
         version = images.publish(cloud, image.name, ami)
         sbom_note = f", SBOM {location}" if location else ""
+        copies_note = "".join(f", {region} {copy}" for region, copy in sorted(copies.items()))
         return Outcome.done(
-            f"{ami} published as {parameter} (version {version}){sbom_note}",
+            f"{ami} published as {parameter} (version {version}){copies_note}{sbom_note}",
             VerifiedAmi(ami),
             Published(ami, parameter, version),
         )

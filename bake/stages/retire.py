@@ -27,15 +27,25 @@ class Retire(Stage):
     def run(self) -> Outcome:
         ctx, image = self.ctx, self.ctx.require_image()
         keep, dry_run = ctx.options.keep, ctx.options.dry_run
-        decisions = retire.decide(ctx.target.cloud, image.name, keep)
+        home = ctx.target.cloud
+        regions = [home.region, *(r for r in image.aws.ami_regions if r != home.region)]
+        clouds = {region: home.in_region(region) for region in regions}
+        decisions = [
+            decision
+            for region in regions
+            for decision in retire.decide(clouds[region], image.name, keep)
+        ]
         doomed = [decision for decision in decisions if not decision.keep]
         for decision in decisions:
             verb = "keep" if decision.keep else ("would retire" if dry_run else "retire")
-            ctx.console.line(f"    {verb} {decision.ami} ({decision.created}): {decision.reason}")
+            where = "" if decision.region == home.region else f" in {decision.region}"
+            ctx.console.line(
+                f"    {verb} {decision.ami}{where} ({decision.created}): {decision.reason}"
+            )
         if not dry_run:
             for decision in doomed:
                 ctx.record_resource("retired-ami", decision.ami)
-                retire.retire(ctx.target.cloud, decision)
+                retire.retire(clouds[decision.region], decision)
                 ctx.target.discard(decision.ami)
         verb = "would retire" if dry_run else "retired"
         return Outcome.done(

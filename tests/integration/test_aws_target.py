@@ -18,7 +18,7 @@ from bake.aws.instances import remaining
 from bake.console import Console
 from bake.errors import InputError, StageFailed
 from bake.local import seed
-from bake.records import Traffic, VerifiedAmi
+from bake.records import RunOptions, Traffic, VerifiedAmi
 from bake.stages.build import inputs_digest
 from bake.stages.render import render_image
 from tests.integration.aws_project import REPO, make_app, toml_value, write_config
@@ -57,6 +57,7 @@ def test_render_for_packer_1_6_validates_for_real(
     assert 'kms_key_id   = "alias/golden"' in text
     assert 'ami_regions  = ["eu-west-1"]' in text
     assert 'ami_users    = ["111122223333"]' in text
+    assert 'snapshot_users = ["111122223333"]' in text, "they can copy it, too"
     assert 'communicator = "none"' in text
     assert "provisioner" not in text, "no communicator: nothing can be provisioned"
     validate = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
@@ -415,3 +416,33 @@ def test_a_role_is_assumed_by_packer_itself_and_validates_for_real(tmp_path: Pat
     assert f'role_arn     = "{role}"' in text and 'session_name = "nightly"' in text
     validated = [argv for argv in app.runner.calls if argv[:2] == ["packer", "validate"]]
     assert len(validated) == 1, "the installed Packer takes the assume_role block"
+
+
+@pytest.mark.packer
+def test_copies_are_tagged_published_in_their_region_and_retired_with_their_image(
+    tmp_path: Path, moto_endpoint, cloud, source_ami
+) -> None:
+    app = make_app(write_config(tmp_path, moto_endpoint, ami_regions=["eu-west-1"]))
+    europe = cloud.in_region("eu-west-1")
+
+    app.run("bake", image="base")
+
+    home, copy = images.published(cloud, "base"), images.published(europe, "base")
+    assert home and copy and copy != home, "each region's parameter names its own AMI"
+    assert images.describe(cloud, copy) is None and images.describe(europe, copy) is not None
+    home_tags = images.tags_of(images.describe(cloud, home))
+    copy_tags = images.tags_of(images.describe(europe, copy))
+    assert copy_tags["bake:verified"] == "true", "a copy is as verified as its source"
+    lineage = ("bake:digest", "bake:kernel", "bake:source-ami", "bake:suites", "bake:run-id")
+    assert {key: copy_tags[key] for key in lineage} == {key: home_tags[key] for key in lineage}
+
+    app.run("bake", image="base", options=RunOptions(rebuild=True, reverify=True))
+    newer_copy = images.published(europe, "base")
+    assert newer_copy not in (None, copy)
+    retired = app.run("retire", image="base", options=RunOptions(keep=1)).to_dict()["decisions"]
+
+    assert {(d["region"], d["ami"]) for d in retired if not d["keep"]} == {
+        ("us-east-1", home), ("eu-west-1", copy),
+    }  # fmt: skip
+    assert images.describe(europe, copy) is None and images.describe(cloud, home) is None
+    assert images.describe(europe, newer_copy) is not None

@@ -164,7 +164,7 @@ def as_the_policy_user(folder: Path, endpoint: str, leave_out: str | None = None
 class EnforcedRun:
     policy: dict[str, Any]
     statuses: list[str]
-    retired: list[bool]
+    retired: list[tuple[str, bool]]
     requests: list[iam_requests.Request]
     account: iam_requests.Cloud
     user_key: str
@@ -191,7 +191,7 @@ def enforced_run(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -
     return EnforcedRun(
         policy=project.policy,
         statuses=[result.status for result in results],
-        retired=[decision["keep"] for decision in retired["decisions"]],
+        retired=[(decision["region"], decision["keep"]) for decision in retired["decisions"]],
         requests=iam_requests.read_recording(folder / "moto_recording"),
         account=account_after(moto_endpoint),
         user_key=user_key,
@@ -201,7 +201,12 @@ def enforced_run(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.packer
 def test_a_whole_run_succeeds_as_a_user_holding_only_the_policy(enforced_run: EnforcedRun) -> None:
     assert enforced_run.statuses == ["succeeded"] * 4
-    assert enforced_run.retired == [False, True, True]
+    # Newest first: the unverified rebuild, the live AMI, the rollback colour's. In eu-west-1,
+    # where no group runs them, the older verified copy goes too.
+    assert enforced_run.retired == [
+        ("us-east-1", False), ("us-east-1", True), ("us-east-1", True),
+        ("eu-west-1", False), ("eu-west-1", True), ("eu-west-1", False),
+    ]  # fmt: skip
     # Every request, Packer's too, was signed with the user's key, so moto checked each one.
     assert {request.access_key for request in enforced_run.requests} == {enforced_run.user_key}
     callers = {request.caller for request in enforced_run.requests}
