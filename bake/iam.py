@@ -71,6 +71,7 @@ IMAGES = [
     "ec2:CreateSnapshot",
     "ec2:DeleteSnapshot",
     "ec2:DeregisterImage",
+    "ec2:DisableImage",
     "ec2:ModifyImageAttribute",
     "ec2:ModifySnapshotAttribute",
     "ec2:RegisterImage",
@@ -473,7 +474,16 @@ def notifications(config: Config, scope: Scope) -> list[dict[str, Any]]:
 
 
 def credentials(config: Config, scope: Scope) -> list[dict[str, Any]]:
-    return [_statement("CheckCredentials", DOCTOR)]
+    statements = [_statement("CheckCredentials", DOCTOR)]
+    if config.aws.consumer_roles:
+        statements.append(
+            _statement(
+                "AssumeConsumerAccountRoles",
+                ["sts:AssumeRole"],
+                sorted(config.aws.consumer_roles.values()),
+            )
+        )
+    return statements
 
 
 # The pipeline's parts, in the order a reader meets them.

@@ -4,8 +4,9 @@ policy's) or a launch configuration. The decision is a pure function of what was
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bake.aws import images
@@ -26,6 +27,9 @@ class Decision:
     reason: str
     snapshots: list[str] = field(default_factory=list)
     region: str = ""
+    # Kept for now but disabled (no new launches), to be deregistered after the grace period:
+    # an account it is shared with cannot be looked into.
+    disable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,14 +93,32 @@ def newest_first(ami: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
-def decide(cloud: Cloud, image: str, keep: int) -> list[Decision]:
+def decide(
+    cloud: Cloud,
+    image: str,
+    keep: int,
+    consumers: Mapping[str, Cloud | None] | None = None,
+    grace: timedelta = timedelta(days=7),
+) -> list[Decision]:
     """What to do with each AMI of `image` in the cloud's region, newest first. The copies in
     another region are judged there by the same rules (they carry the same tags, that region's
-    groups use them, and that region's parameter publishes one)."""
+    groups use them, and that region's parameter publishes one). `consumers` are the accounts the
+    image is shared with: a Cloud in each (its role assumed), or None where there is no role."""
     found = cloud.client("ec2").describe_images(
-        Owners=["self"], Filters=[{"Name": "tag:bake:image", "Values": [image]}]
+        Owners=["self"],
+        Filters=[{"Name": "tag:bake:image", "Values": [image]}],
+        IncludeDisabled=True,
     )["Images"]
-    decided = decide_images(found, amis_in_use(cloud), images.published(cloud, image), keep, image)
+    elsewhere: dict[str, str] = {}
+    for account, there in sorted((consumers or {}).items()):
+        if there is not None:
+            for ami, by in amis_in_use(there).items():
+                elsewhere.setdefault(ami, f"account {account}: {by}")
+    unseen = sorted(account for account, there in (consumers or {}).items() if there is None)
+    decided = decide_images(
+        found, amis_in_use(cloud), images.published(cloud, image), keep, image,
+        elsewhere=elsewhere, unseen=unseen, now=datetime.now(UTC), grace=grace,
+    )  # fmt: skip
     return [replace(decision, region=cloud.region) for decision in decided]
 
 
@@ -106,9 +128,21 @@ def decide_images(
     published: str | None,
     keep: int,
     image: str,
+    *,
+    elsewhere: Mapping[str, str] | None = None,
+    unseen: Sequence[str] = (),
+    now: datetime | None = None,
+    grace: timedelta = timedelta(days=7),
 ) -> list[Decision]:
     """What to do with each AMI (as describe_images gives them), newest first: keep the `keep`
-    newest verified ones, every one in `used` (AMI id -> by what) and the `published` one."""
+    newest verified ones, every one in `used` (AMI id -> by what) and the `published` one.
+
+    An AMI shared with other accounts is also kept while a group there launches it (`elsewhere`,
+    AMI id -> by what). When an account it is shared with cannot be looked into (`unseen`), it is
+    disabled first (no new launches anywhere, running instances untouched) and deregistered only
+    `grace` after that, which its `bake:disabled-at` tag records."""
+    elsewhere = elsewhere or {}
+    now = now or datetime.now(UTC)
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
     decisions, verified_seen = [], 0
@@ -127,6 +161,11 @@ def decide_images(
         else:
             keep_it = False
             reason = "failed verification" if verified == "false" else "never verified"
+        disable = False
+        if not keep_it and ami["ImageId"] in elsewhere:
+            keep_it, reason = True, f"in use in {elsewhere[ami['ImageId']]}"
+        elif not keep_it and unseen:
+            keep_it, disable, reason = _staged(ami, reason, unseen, now, grace)
         snapshots = [
             mapping["Ebs"]["SnapshotId"]
             for mapping in ami.get("BlockDeviceMappings", [])
@@ -141,9 +180,42 @@ def decide_images(
                 keep_it,
                 reason,
                 snapshots,
+                disable=disable,
             )
         )
     return decisions
+
+
+DISABLED_TAG = "bake:disabled-at"
+
+
+def _staged(
+    ami: dict[str, Any], reason: str, unseen: Sequence[str], now: datetime, grace: timedelta
+) -> tuple[bool, bool, str]:
+    """(keep, disable, reason) for an AMI to retire that accounts not looked into may launch."""
+    accounts = ", ".join(unseen)
+    since = tags_of(ami).get(DISABLED_TAG)
+    if ami.get("State") != "disabled" or not since:
+        return True, True, (
+            f"{reason}; disabled first: shared with {accounts}, which no consumer_roles role "
+            f"looks into; deregistered {grace.days} days after"
+        )  # fmt: skip
+    try:
+        disabled = datetime.fromisoformat(since)
+    except ValueError:
+        disabled = now
+    if now - disabled < grace:
+        until = (disabled + grace).isoformat(timespec="seconds")
+        return True, False, f"{reason}; disabled since {since}, deregistered from {until}"
+    return False, False, f"{reason}; disabled since {since}, longer than {grace.days} days"
+
+
+def disable(cloud: Cloud, decision: Decision) -> None:
+    """Disable the AMI (no new launches) and record when, for the grace period."""
+    ec2 = cloud.client("ec2")
+    ec2.disable_image(ImageId=decision.ami)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    ec2.create_tags(Resources=[decision.ami], Tags=[{"Key": DISABLED_TAG, "Value": stamp}])
 
 
 def retire(cloud: Cloud, decision: Decision) -> None:

@@ -130,6 +130,15 @@ Region = Annotated[str, AfterValidator(_check_region)]
 KmsKey = Annotated[str, AfterValidator(_check_kms_key)]
 
 
+def _role_arn(arn: str) -> str:
+    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", arn):
+        raise ValueError(
+            f"'{arn}' is not an IAM role ARN "
+            "(for example arn:aws:iam::123456789012:role/goldenbake)"
+        )
+    return arn
+
+
 class AwsSettings(Model):
     """The production target: real AWS through boto3, and Packer's amazon-ebs builder."""
 
@@ -139,6 +148,13 @@ class AwsSettings(Model):
     # account, so a CI job's OIDC identity reaches each account through its role.
     role_arn: str | None = None
     role_session_name: str = Field(default="goldenbake", pattern=r"^[\w+=,.@-]{2,64}$")
+    # Roles in the accounts AMIs are shared with (account id -> role ARN), assumed from the
+    # pipeline's identity: the published parameter is written there too, and retire looks there
+    # for groups that still launch an AMI.
+    consumer_roles: dict[str, str] = Field(default_factory=dict)
+    # How long retire leaves a shared AMI disabled before it deregisters it, when an account it
+    # is shared with has no role in consumer_roles to look into.
+    retire_grace: Seconds = 7 * 24 * 3600
     endpoint_url: str | None = None
     instance_type: str = "t3.small"
     subnet_id: str | None = None
@@ -168,14 +184,17 @@ class AwsSettings(Model):
     @field_validator("role_arn")
     @classmethod
     def _role(cls, arn: str | None) -> str | None:
-        if arn is not None and not re.fullmatch(
-            r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", arn
-        ):
-            raise ValueError(
-                f"'{arn}' is not an IAM role ARN (for example "
-                "arn:aws:iam::123456789012:role/goldenbake)"
-            )
-        return arn
+        return None if arn is None else _role_arn(arn)
+
+    @field_validator("consumer_roles")
+    @classmethod
+    def _consumers(cls, roles: dict[str, str]) -> dict[str, str]:
+        for account, arn in roles.items():
+            if not _ACCOUNT.match(account):
+                raise ValueError(f"'{account}' is not an AWS account id (12 digits)")
+            if _role_arn(arn).split(":")[4] != account:
+                raise ValueError(f"the role for account {account} is in another account: {arn}")
+        return roles
 
     @field_validator("amazon_plugin")
     @classmethod

@@ -32,6 +32,8 @@ class Cloud:
     # Facts that do not change once read, kept for the life of this Cloud so that a swap asks once:
     # a load balancer's ARN by name, a target group by name, a numbered launch template version.
     known: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    # The Cloud whose identity assumes `role_arn` (another account's role); None: the runner's.
+    _source: Cloud | None = field(default=None, repr=False)
 
     def forget(self) -> None:
         """Drop what `known` holds (the endpoint behind it was emptied or replaced)."""
@@ -41,12 +43,26 @@ class Cloud:
         """The same identity in another region (its own clients)."""
         if region == self.region:
             return self
-        return Cloud(region, self.endpoint_url, self.profile, self.role_arn, self.role_session_name)
+        there = Cloud(
+            region, self.endpoint_url, self.profile, self.role_arn, self.role_session_name
+        )
+        there._source = self._source.in_region(region) if self._source else None
+        return there
+
+    def as_role(self, role_arn: str) -> Cloud:
+        """The same region as `role_arn` (another account's role), assumed from this identity."""
+        other = Cloud(
+            self.region, self.endpoint_url, self.profile, role_arn, self.role_session_name
+        )
+        other._source = self
+        return other
 
     @property
     def session(self) -> boto3.Session:
         if self._session is None:
-            if self.endpoint_url and not self.profile:
+            if self._source is not None:
+                base = self._source.session
+            elif self.endpoint_url and not self.profile:
                 base = boto3.Session(region_name=self.region, **LOCAL_CREDENTIALS)
             else:
                 base = boto3.Session(region_name=self.region, profile_name=self.profile)

@@ -59,6 +59,10 @@ class Register(Stage):
             cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
         )
         version = images.publish(cloud, image.name, ami)
+        for account in image.aws.ami_users:
+            if role := ctx.config.aws.consumer_roles.get(account):
+                images.publish(cloud.as_role(role), image.name, ami)
+                ctx.console.line(f"    account {account}: {ami} published as {parameter}")
         sbom_note = f", SBOM {location}" if location else ""
         copies_note = "".join(f", {region} {copy}" for region, copy in sorted(copies.items()))
         return Outcome.done(

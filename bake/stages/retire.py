@@ -4,9 +4,11 @@ ones and every AMI in use. With `dry_run`, only say what would happen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bake import retire
+from bake.aws.session import Cloud
 from bake.records import Record
 from bake.stages.base import Outcome, Stage
 
@@ -30,19 +32,36 @@ class Retire(Stage):
         home = ctx.target.cloud
         regions = [home.region, *(r for r in image.aws.ami_regions if r != home.region)]
         clouds = {region: home.in_region(region) for region in regions}
+        roles = ctx.config.aws.consumer_roles
+        grace = timedelta(seconds=ctx.config.aws.retire_grace)
+
+        def consumers(region: str) -> dict[str, Cloud | None]:
+            return {
+                account: clouds[region].as_role(roles[account]) if account in roles else None
+                for account in image.aws.ami_users
+            }
+
         decisions = [
             decision
             for region in regions
-            for decision in retire.decide(clouds[region], image.name, keep)
+            for decision in retire.decide(
+                clouds[region], image.name, keep, consumers(region), grace
+            )
         ]
         doomed = [decision for decision in decisions if not decision.keep]
         for decision in decisions:
             verb = "keep" if decision.keep else ("would retire" if dry_run else "retire")
+            if decision.disable:
+                verb = "would disable" if dry_run else "disable"
             where = "" if decision.region == home.region else f" in {decision.region}"
             ctx.console.line(
                 f"    {verb} {decision.ami}{where} ({decision.created}): {decision.reason}"
             )
         if not dry_run:
+            for decision in decisions:
+                if decision.disable:
+                    ctx.record_resource("disabled-ami", decision.ami)
+                    retire.disable(clouds[decision.region], decision)
             for decision in doomed:
                 ctx.record_resource("retired-ami", decision.ami)
                 retire.retire(clouds[decision.region], decision)

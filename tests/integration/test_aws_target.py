@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,24 @@ def test_a_role_that_is_not_a_role_arn_is_bad_input(tmp_path: Path) -> None:
         config_module.ConfigError,
         match=r"aws.role_arn: 'goldenbake-fleet' is not an IAM role ARN \(for example arn:aws:",
     ):
+        config_module.from_dict(raw, tmp_path / "bake.toml")
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ({"1111": "arn:aws:iam::111122223333:role/x"}, "'1111' is not an AWS account id"),
+        (
+            {"111122223333": "arn:aws:iam::444455556666:role/x"},
+            "the role for account 111122223333 is in another account",
+        ),
+        ({"111122223333": "consumer"}, "'consumer' is not an IAM role ARN"),
+    ],
+)
+def test_consumer_roles_name_each_account_s_own_role(tmp_path: Path, roles, message) -> None:
+    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
+    raw["aws"]["consumer_roles"] = roles
+    with pytest.raises(config_module.ConfigError, match=f"aws.consumer_roles: {message}"):
         config_module.from_dict(raw, tmp_path / "bake.toml")
 
 
@@ -446,3 +465,70 @@ def test_copies_are_tagged_published_in_their_region_and_retired_with_their_imag
     }  # fmt: skip
     assert images.describe(europe, copy) is None and images.describe(cloud, home) is None
     assert images.describe(europe, newer_copy) is not None
+
+
+CONSUMER = "111122223333"  # looked into through its role
+UNSEEN = "444455556666"  # given the AMI, with no role to look into it
+
+
+@pytest.mark.packer
+def test_a_shared_ami_is_published_in_the_consumer_account_and_retired_when_no_account_runs_it(
+    tmp_path: Path, moto_endpoint, cloud, source_ami
+) -> None:
+    role = f"arn:aws:iam::{CONSUMER}:role/goldenbake-consumer"
+    config_path = write_config(tmp_path, moto_endpoint, encrypt_boot=False)
+    config_path.write_text(
+        config_path.read_text().replace(
+            "[images.base.aws]\n",
+            f'[images.base.aws]\nami_users = ["{CONSUMER}", "{UNSEEN}"]\n',
+        ).replace(
+            'communicator = "none"\n',
+            f'communicator = "none"\nconsumer_roles = {{ "{CONSUMER}" = "{role}" }}\n',
+        )
+    )  # fmt: skip
+    app = make_app(config_path)
+    app.run("bake", image="base")
+    first = images.published(cloud, "base")
+    app.run("bake", image="base", options=RunOptions(rebuild=True, reverify=True))
+    second = images.published(cloud, "base")
+    consumer = cloud.as_role(role)
+    assert consumer.client("sts").get_caller_identity()["Account"] == CONSUMER
+    assert images.published(consumer, "base") == second, "written into the consumer's account"
+    # A group in the consumer's account still launches the first AMI.
+    ec2 = consumer.client("ec2")
+    template = ec2.create_launch_template(
+        LaunchTemplateName="consumer-app", LaunchTemplateData={"ImageId": first}
+    )["LaunchTemplate"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    consumer.client("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName="consumer-app", MinSize=0, MaxSize=1, DesiredCapacity=0,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"]},
+        VPCZoneIdentifier=subnet,
+    )  # fmt: skip
+
+    def retire_first() -> dict[str, Any]:
+        decisions = app.run("retire", image="base", options=RunOptions(keep=1)).to_dict()
+        return next(d for d in decisions["decisions"] if d["ami"] == first)
+
+    used = retire_first()
+    assert used["keep"] and f"in use in account {CONSUMER}: consumer-app" in used["reason"]
+    assert images.describe(cloud, first)["State"] == "available"
+
+    consumer.client("autoscaling").delete_auto_scaling_group(AutoScalingGroupName="consumer-app")
+    disabled = retire_first()
+    assert disabled["keep"] and disabled["disable"] and UNSEEN in disabled["reason"]
+    described = images.describe(cloud, first)
+    assert described["State"] == "disabled", "no new launches while the grace period runs"
+    assert "bake:disabled-at" in images.tags_of(described)
+
+    waiting = retire_first()
+    assert waiting["keep"] and not waiting["disable"] and "deregistered from" in waiting["reason"]
+
+    eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat(timespec="seconds")
+    cloud.client("ec2").create_tags(
+        Resources=[first], Tags=[{"Key": "bake:disabled-at", "Value": eight_days_ago}]
+    )
+    gone = retire_first()
+    assert not gone["keep"] and "longer than 7 days" in gone["reason"]
+    assert images.describe(cloud, first) is None
+    assert images.describe(cloud, second)["State"] == "available"
