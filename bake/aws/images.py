@@ -101,6 +101,8 @@ def copies(cloud: Any, ami: str, regions: list[str]) -> dict[str, str]:
     """The copies of `ami` in `regions` (Packer's `ami_regions`), by region: the AMI of this
     account there with the same name (a build's AMI names are unique: `goldenbake-IMAGE-RUNID`).
     A region without one is left out."""
+    if not set(regions) - {cloud.region}:
+        return {}
     home = describe(cloud, ami)
     if home is None:
         return {}
