@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bake import packer
 from bake.app import App
 from bake.errors import BakeError
+from bake.packer import PackerVersion
 
 APT = "apt-get install -y"
 
@@ -29,24 +30,25 @@ def _program(name: str, package: str, required: bool = True) -> Check:
     return Check(name, False, "not found", f"{APT} {package}", required)
 
 
-def _packer(app: App) -> Check:
+def _packer(app: App) -> tuple[Check, PackerVersion | None]:
+    """The packer check, and the version it found (None when there is none to read)."""
     if not shutil.which("packer"):
         return Check(
             "packer",
             False,
             "not found",
             f"{APT} packer (Debian) or install it from HashiCorp's apt repository",
-        )
+        ), None
     try:
         version = packer.detect_version(app.runner)
     except BakeError as exc:
-        return Check("packer", False, exc.message, "reinstall packer")
+        return Check("packer", False, exc.message, "reinstall packer"), None
     plugins = (
         " (plugins are installed by `packer init` at render)"
         if version.has_required_plugins
         else ""
     )
-    return Check("packer", True, f"{version}{plugins}")
+    return Check("packer", True, f"{version}{plugins}"), version
 
 
 def _local_checks(app: App) -> list[Check]:
@@ -98,12 +100,8 @@ def _memory(app: App) -> Check:
 HASHICORP_APT = "https://apt.releases.hashicorp.com"
 
 
-def _packer_features(app: App) -> Check:
+def _packer_features(version: PackerVersion) -> Check:
     """What the amazon builder of the installed Packer cannot do (a warning: 1.6 still builds)."""
-    try:
-        version = packer.detect_version(app.runner)
-    except BakeError as exc:
-        return Check("packer features", False, exc.message, "reinstall packer", required=False)
     if version.has_required_plugins:
         return Check("packer features", True, f"{version} has every feature the aws target uses")
     lacking = [
@@ -120,8 +118,8 @@ def _packer_features(app: App) -> Check:
     )
 
 
-def _aws_checks(app: App) -> list[Check]:
-    checks = [_packer_features(app)] if shutil.which("packer") else []
+def _aws_checks(app: App, version: PackerVersion | None) -> list[Check]:
+    checks = [_packer_features(version)] if version else []
     try:
         identity = app.target.cloud.client("sts").get_caller_identity()
     except Exception as exc:  # any credential or network problem is the finding itself
@@ -185,15 +183,16 @@ def _key_checks(app: App, partition: str, account: str) -> list[Check]:
 
 
 def run_checks(app: App) -> list[Check]:
+    packer_check, version = _packer(app)
     checks = [
-        _packer(app),
+        packer_check,
         _program("ssh", "openssh-client"),
         _program("ssh-keygen", "openssh-client"),
     ]
     if app.config.target == "local":
         checks += _local_checks(app)
     else:
-        checks += _aws_checks(app)
+        checks += _aws_checks(app, version)
     if any(image.has_step("chef") for image in app.config.images.values()):
         checks += _cookbook_checks(app)
     return checks

@@ -50,10 +50,6 @@ class KeyCheck:
     missing: dict[str, list[str]] = field(default_factory=dict)  # principal ARN -> actions
     error: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.missing
-
     def statement(self) -> dict[str, Any]:
         """The key policy statement that would allow what is missing."""
         actions = sorted({action for missing in self.missing.values() for action in missing})

@@ -155,41 +155,32 @@ def test_bad_aws_settings_are_bad_input(tmp_path: Path, aws_table, message) -> N
         config_module.from_dict(raw, tmp_path / "bake.toml")
 
 
-def test_a_plugin_version_that_is_not_one_exact_version_is_bad_input(tmp_path: Path) -> None:
-    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
-    raw["aws"]["amazon_plugin"] = ">= 1.2.1"
-    with pytest.raises(
-        config_module.ConfigError,
-        match=r"aws.amazon_plugin: '>= 1.2.1' is not one exact version \(for example 1.8.0\)",
-    ):
-        config_module.from_dict(raw, tmp_path / "bake.toml")
-
-
-def test_a_role_that_is_not_a_role_arn_is_bad_input(tmp_path: Path) -> None:
-    raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
-    raw["aws"]["role_arn"] = "goldenbake-fleet"
-    with pytest.raises(
-        config_module.ConfigError,
-        match=r"aws.role_arn: 'goldenbake-fleet' is not an IAM role ARN \(for example arn:aws:",
-    ):
-        config_module.from_dict(raw, tmp_path / "bake.toml")
-
-
 @pytest.mark.parametrize(
-    ("roles", "message"),
+    ("key", "value", "message"),
     [
-        ({"1111": "arn:aws:iam::111122223333:role/x"}, "'1111' is not an AWS account id"),
+        ("amazon_plugin", ">= 1.2.1", r"'>= 1.2.1' is not one exact version \(for example 1.8.0\)"),
         (
+            "role_arn",
+            "goldenbake-fleet",
+            r"'goldenbake-fleet' is not an IAM role ARN \(for example arn:aws:",
+        ),
+        (
+            "consumer_roles",
+            {"1111": "arn:aws:iam::111122223333:role/x"},
+            "'1111' is not an AWS account id",
+        ),
+        (
+            "consumer_roles",
             {"111122223333": "arn:aws:iam::444455556666:role/x"},
             "the role for account 111122223333 is in another account",
         ),
-        ({"111122223333": "consumer"}, "'consumer' is not an IAM role ARN"),
+        ("consumer_roles", {"111122223333": "consumer"}, "'consumer' is not an IAM role ARN"),
     ],
 )
-def test_consumer_roles_name_each_account_s_own_role(tmp_path: Path, roles, message) -> None:
+def test_bad_aws_target_settings_are_bad_input(tmp_path: Path, key, value, message) -> None:
     raw = tomllib.loads(write_config(tmp_path, "http://127.0.0.1:1").read_text())
-    raw["aws"]["consumer_roles"] = roles
-    with pytest.raises(config_module.ConfigError, match=f"aws.consumer_roles: {message}"):
+    raw["aws"][key] = value
+    with pytest.raises(config_module.ConfigError, match=f"aws.{key}: {message}"):
         config_module.from_dict(raw, tmp_path / "bake.toml")
 
 

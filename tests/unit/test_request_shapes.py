@@ -25,16 +25,21 @@ def response_shape(cloud: Cloud, service: str, operation: str, *path: str):
     return shape
 
 
-def test_the_fullest_launch_template_version_is_sent_back_as_aws_takes_it(offline: Cloud) -> None:
-    described = fullest(
+def fullest_version_data(cloud: Cloud) -> dict:
+    """A launch template version's data with every member AWS may describe."""
+    return fullest(
         response_shape(
-            offline,
+            cloud,
             "ec2",
             "DescribeLaunchTemplateVersions",
             "LaunchTemplateVersions",
             "LaunchTemplateData",
         )  # fmt: skip
     )
+
+
+def test_the_fullest_launch_template_version_is_sent_back_as_aws_takes_it(offline: Cloud) -> None:
+    described = fullest_version_data(offline)
     assert described["MetadataOptions"]["State"], "AWS answers with members requests reject"
     request = launch_templates.request_shape(offline)
     assert any("State" in line for line in problems(request, described))
@@ -50,15 +55,7 @@ def test_the_fullest_launch_template_version_is_sent_back_as_aws_takes_it(offlin
 def test_a_version_aws_describes_in_full_is_the_same_as_the_data_it_was_made_from(
     offline: Cloud,
 ) -> None:
-    described = fullest(
-        response_shape(
-            offline,
-            "ec2",
-            "DescribeLaunchTemplateVersions",
-            "LaunchTemplateVersions",
-            "LaunchTemplateData",
-        )  # fmt: skip
-    )
+    described = fullest_version_data(offline)
     sent = launch_templates.sendable(offline, described)
 
     assert not launch_templates.same_data(described, sent), "response-only members differ"
