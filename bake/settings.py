@@ -158,7 +158,9 @@ class AwsSettings(Model):
     endpoint_url: str | None = None
     instance_type: str = "t3.small"
     subnet_id: str | None = None
-    ssh_username: str = "admin"
+    # The user build and verification log in as; None: read from the source AMI (its
+    # bake:ssh-user tag, or its owner's distribution).
+    ssh_username: str | None = None
     ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
     ssh_cidr: str | None = None
     communicator: Literal["ssh", "none"] = "ssh"
@@ -202,6 +204,16 @@ class AwsSettings(Model):
         if not re.fullmatch(r"\d+\.\d+\.\d+", version):
             raise ValueError(f"'{version}' is not one exact version (for example 1.8.0)")
         return version
+
+    @field_validator("ssh_username")
+    @classmethod
+    def _user_name(cls, user: str | None) -> str | None:
+        if user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+            raise ValueError(
+                f"'{user}' is not a login name (lowercase letters, digits, _ and -, for example "
+                "admin); leave it out to use the source AMI's own user"
+            )
+        return user
 
     @field_validator("ssh_cidr")
     @classmethod

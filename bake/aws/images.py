@@ -15,6 +15,17 @@ from bake.records import Built
 TAG_PREFIX = "bake:"
 # Where the SSM parameters that name each image's latest verified AMI live.
 PARAMETER_PREFIX = "/bake/images/"
+# The user an AMI of this toolkit is logged into as (its source's), for the images built on it.
+SSH_USER_TAG = "bake:ssh-user"
+# The login user of the distributions' own AMIs, by the account that publishes them. An owner not
+# listed here (or one publishing several distributions, as CentOS and Fedora share one) says
+# nothing, and aws.ssh_username is asked for.
+DISTRIBUTION_USERS = {
+    "136693071363": "admin",  # Debian
+    "099720109477": "ubuntu",  # Canonical (Ubuntu)
+    "137112412989": "ec2-user",  # Amazon (Amazon Linux)
+    "309956199498": "ec2-user",  # Red Hat (RHEL)
+}
 
 
 def parameter_name(image: str) -> str:
@@ -94,6 +105,28 @@ def tag(cloud: Any, ami: str, tags: dict[str, str]) -> None:
     ]
     cloud.client("ec2").create_tags(
         Resources=[ami, *snapshots], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+    )
+
+
+def login_user(cloud: Any, ami: str, where: str) -> str:
+    """The user an AMI is logged into as over SSH: its `bake:ssh-user` tag (an AMI of this
+    toolkit, written when it was built), or its owner's distribution; InputError otherwise."""
+    described = describe(cloud, ami)
+    if described is None:
+        raise InputError(f"{where}: AMI {ami} does not exist in {cloud.region}")
+    tags = tags_of(described)
+    if tags.get(SSH_USER_TAG):
+        return tags[SSH_USER_TAG]
+    owner = str(described.get("OwnerId", ""))
+    if owner in DISTRIBUTION_USERS:
+        return DISTRIBUTION_USERS[owner]
+    source = tags.get("bake:source-ami")
+    if source and source != ami and describe(cloud, source) is not None:
+        return login_user(cloud, source, where)  # built before the tag was written
+    name = described.get("Name") or ami
+    raise InputError(
+        f"{where}: cannot tell which user logs into {name} ({ami}, owner {owner or 'unknown'})",
+        hint='set aws.ssh_username in bake.toml (for example "admin" for Debian)',
     )
 
 

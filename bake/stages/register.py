@@ -38,6 +38,8 @@ class Register(Stage):
         extra = {"bake:suites": suites_digest(suite_files(ctx))}
         if location:
             extra["bake:sbom"] = location
+        if user := ctx.target.login_user(ami, f"images.{image.name}"):
+            extra[images.SSH_USER_TAG] = user  # what the images built on it log in as
         # The copies first: the home region's parameter, which rollouts follow, moves last.
         regions = image.aws.ami_regions
         copies = images.copies(cloud, ami, regions)

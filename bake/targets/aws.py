@@ -91,6 +91,7 @@ class AwsTarget(Target):
             "inventory_directory": str(self.state.root / "work" / "validate" / "inventory"),
             "ssh_cidr": "192.0.2.1/32",
             "root_device": "/dev/xvda",
+            "ssh_username": "admin",
         }
 
     def build_variables(self, work: Path) -> dict[str, str]:
@@ -153,13 +154,22 @@ class AwsTarget(Target):
 
     def resolve_base(self, image: ImageConfig) -> SourceImage:
         spec = image.base_for(self.name)
-        ami = images.resolve(self.cloud, spec, f"images.{image.name}.base")
+        where = f"images.{image.name}.base"
+        ami = images.resolve(self.cloud, spec, where)
         described = images.describe(self.cloud, ami) or {}
         return SourceImage(
             ami=ami,
             description=f"{spec.describe()} ({ami})",
-            variables={"root_device": described.get("RootDeviceName") or "/dev/xvda"},
+            variables={
+                "root_device": described.get("RootDeviceName") or "/dev/xvda",
+                "ssh_username": self.login_user(ami, where),
+            },
         )
+
+    def login_user(self, ami: str, where: str = "aws.ssh_username") -> str:
+        """Who logs into instances of `ami` over SSH: [aws] ssh_username, or the AMI's own user
+        (its bake:ssh-user tag, or its distribution's)."""
+        return self.settings.ssh_username or images.login_user(self.cloud, ami, where)
 
     def keep_artifact(
         self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage
@@ -222,8 +232,10 @@ class AwsTarget(Target):
         instance_profile: str | None = None,
     ) -> Iterator[SshHost]:
         """A throwaway EC2 instance with its own key pair and security group."""
+        ami = self.ensure_ami(built)
+        user = self.login_user(ami, f"images.{image.name}")
         spec = Throwaway(
-            ami=self.ensure_ami(built),
+            ami=ami,
             instance_type=image.aws.instance_type or self.settings.instance_type,
             ssh_cidr=self.ssh_cidr,
             run_id=run_id,
@@ -239,7 +251,7 @@ class AwsTarget(Target):
             host = SshHost(
                 launched.address,
                 22,
-                self.settings.ssh_username,
+                user,
                 launched.key_file,
                 ssh.write_ssh_config(self.state.ssh),
             )

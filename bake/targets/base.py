@@ -144,6 +144,11 @@ class Target(ABC):
     def ensure_ami(self, built: Built) -> str:
         """The AMI id of a build, registering it on the local target when needed."""
 
+    def login_user(self, ami: str, where: str) -> str | None:
+        """The user SSH logs into instances of `ami` as, when the target reads it from the AMI
+        (None: the target's machines have one user of their own)."""
+        return None
+
     def discard(self, ami: str) -> None:
         """Forget what the target keeps for a retired AMI besides the AMI itself (nothing by
         default; the local target's disk)."""

@@ -62,10 +62,15 @@ soak = 0
     return path
 
 
+# Canonical's account: the distribution's AMIs are logged into as `ubuntu`.
+CANONICAL = "099720109477"
+
+
 def publish_source_ami(cloud: Any) -> str:
-    """A public AMI with an EBS root, named by BASE_PARAMETER as a distribution's parameter is."""
+    """A distribution's public AMI with an EBS root (one of moto's stock Ubuntu AMIs), named by
+    BASE_PARAMETER as a distribution's parameter names one."""
     (stock, *_) = cloud.client("ec2").describe_images(
-        Owners=["amazon"], Filters=[{"Name": "root-device-type", "Values": ["ebs"]}]
+        Owners=[CANONICAL], Filters=[{"Name": "root-device-type", "Values": ["ebs"]}]
     )["Images"]
     cloud.client("ssm").put_parameter(Name=BASE_PARAMETER, Value=stock["ImageId"], Type="String")
     return stock["ImageId"]

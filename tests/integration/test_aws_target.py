@@ -207,6 +207,9 @@ def test_bake_and_swap_on_aws_against_moto(
     (build,) = [argv for argv in app.runner.calls if argv[:2] == ["packer", "build"]]
     root_device = images.describe(cloud, source_ami)["RootDeviceName"]
     assert f"root_device={root_device}" in build, "the source AMI's own root device is sized"
+    assert "ssh_username=ubuntu" in build, "the source is Canonical's: Ubuntu's own user"
+    assert tags["bake:ssh-user"] == "ubuntu", "the images built on it log in as ubuntu too"
+    assert {argv[-2].split("@")[0] for argv in app.runner.commands("ssh")} == {"ubuntu"}
     assert result.records.need(Traffic, "test").live_color == "green"
     (run,) = app.history.runs()
     assert run.status == "succeeded"
