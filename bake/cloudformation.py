@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from bake import iam
+from bake.aws import managed_instances
 from bake.config import Config
 from bake.errors import InputError
 
@@ -82,6 +83,19 @@ def fleet_template(config: Config) -> dict[str, Any]:
                 },
             }
     resources["PipelineRole"] = {"Type": "AWS::IAM::Role", "Properties": role}
+    resources.update(_build_profile(config))
+    outputs = {
+        "LockTable": {"Description": "[aws] lock_table", "Value": {"Ref": "LockTable"}},
+        "RoleArn": {
+            "Description": "The role bake runs as (a profile's role_arn, or CI's role)",
+            "Value": {"Fn::GetAtt": ["PipelineRole", "Arn"]},
+        },
+    }
+    if "BuildInstanceProfile" in resources:
+        outputs["BuildInstanceProfile"] = {
+            "Description": "[aws] build_instance_profile",
+            "Value": {"Ref": "BuildInstanceProfile"},
+        }
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": (
@@ -102,15 +116,53 @@ def fleet_template(config: Config) -> dict[str, Any]:
             }
         },
         "Resources": resources,
-        "Outputs": {
-            "LockTable": {
-                "Description": "[aws] lock_table",
-                "Value": {"Ref": "LockTable"},
+        "Outputs": outputs,
+    }
+
+
+def _build_profile(config: Config) -> dict[str, Any]:
+    """The instance profile [aws] build_instance_profile names, and its role (named as the policy
+    passes it), whose only permissions are what the SSM agent needs to register for Session
+    Manager. Build and verification instances hold it; no other permission is given to them."""
+    name, role = config.aws.build_instance_profile, config.aws.build_role
+    if not name or not role:
+        return {}
+    return {
+        "BuildInstanceRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": role,
+                "Description": "goldenbake's build and verification instances: the SSM agent",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+                "Policies": [
+                    {
+                        "PolicyName": "ssm-agent",
+                        "PolicyDocument": {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": managed_instances.SSM_AGENT_ACTIONS,
+                                    "Resource": "*",
+                                }
+                            ],
+                        },
+                    }
+                ],
             },
-            "RoleArn": {
-                "Description": "The role bake runs as (a profile's role_arn, or CI's role)",
-                "Value": {"Fn::GetAtt": ["PipelineRole", "Arn"]},
-            },
+        },
+        "BuildInstanceProfile": {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": name, "Roles": [{"Ref": "BuildInstanceRole"}]},
         },
     }
 
@@ -191,12 +243,19 @@ def split_policy(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 def fleet_yaml(config: Config) -> str:
     """The fleet template as `bake iam-policy --format cloudformation` prints it."""
+    named = bool(_build_profile(config))
+    capability = "CAPABILITY_NAMED_IAM" if named else "CAPABILITY_IAM"
     header = [
         f"# goldenbake fleet for {config.path.name}: the lock table, and the role bake runs as.",
         "# Printed by `bake iam-policy --format cloudformation`: the role's policy is computed",
         "# from bake.toml, so print this again when bake.toml changes. Deploy it with",
-        "# --capabilities CAPABILITY_IAM in the config's region; see examples/cloudformation.",
+        f"# --capabilities {capability} in the config's region; see examples/cloudformation.",
     ]
+    if named:
+        header.append(
+            f"# It also makes {config.aws.build_instance_profile}, the instance profile of "
+            "build and verification instances."
+        )
     if not config.aws.lock_table:
         header.append(
             f'# bake.toml sets no [aws] lock_table: add lock_table = "{DEFAULT_LOCK_TABLE}" '

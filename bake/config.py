@@ -343,6 +343,15 @@ class Config(Model):
                     )
                 if spec.value == image.name:
                     raise ValueError(f"images.{image.name}.base: an image cannot build on itself")
+            for index, step in enumerate(image.steps):
+                if step.kind == "ssm-agent" and self.target == "local":
+                    # Refused rather than skipped: an image that seems to carry the agent and
+                    # does not would fail its suites, or a rollout's proof, much later.
+                    raise ValueError(
+                        f"images.{image.name}.steps[{index}] (ssm-agent): the local target has "
+                        "no Systems Manager for the agent to register with; the step is for "
+                        'target = "aws"'
+                    )
             if spec.kind == "debian" and self.target != "local":
                 raise ValueError(
                     f"images.{image.name}.base: debian:{spec.value} is built by the local target "

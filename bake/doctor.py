@@ -118,8 +118,26 @@ def _packer_features(version: PackerVersion) -> Check:
     )
 
 
+def _session_manager_plugin() -> Check:
+    """AWS's session-manager-plugin, which Packer and verification run for every SSH connection
+    under ssh_interface = "session_manager" (no Debian package brings it)."""
+    from bake.aws import ssm_proxy
+
+    path = shutil.which(ssm_proxy.PLUGIN)
+    if path:
+        return Check(ssm_proxy.PLUGIN, True, path)
+    return Check(
+        ssm_proxy.PLUGIN,
+        False,
+        "not found, and ssh_interface is session_manager",
+        f"{ssm_proxy.INSTALL_HINT} (not in Debian; it is AWS's own package)",
+    )
+
+
 def _aws_checks(app: App, version: PackerVersion | None) -> list[Check]:
     checks = [_packer_features(version)] if version else []
+    if app.config.aws.session_manager:
+        checks.append(_session_manager_plugin())
     try:
         identity = app.target.cloud.client("sts").get_caller_identity()
     except Exception as exc:  # any credential or network problem is the finding itself

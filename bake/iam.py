@@ -122,6 +122,25 @@ RETIRE_READS = [
 
 DOCTOR = ["sts:GetCallerIdentity"]
 
+# Under ssh_interface = "session_manager" without a build_instance_profile, Packer makes the build
+# instance a temporary profile (role, inline policy, profile, all named packer-*) and removes it.
+TEMPORARY_PROFILE = [
+    "iam:AddRoleToInstanceProfile",
+    "iam:CreateInstanceProfile",
+    "iam:CreateRole",
+    "iam:DeleteInstanceProfile",
+    "iam:DeleteRole",
+    "iam:DeleteRolePolicy",
+    "iam:GetInstanceProfile",
+    "iam:GetRole",
+    "iam:PutRolePolicy",
+    "iam:RemoveRoleFromInstanceProfile",
+]
+PACKER_TEMPORARY_NAME = "packer-*"
+# The Session Manager documents sessions are started with: verification's SSH (bake.aws.ssm_proxy)
+# and Packer's port forwarding tunnel.
+SESSION_DOCUMENTS = ("AWS-StartSSHSession", "AWS-StartPortForwardingSession")
+
 # Leases of [aws] lock_table: taken, renewed and released with conditional writes.
 LEASES = [
     "dynamodb:DeleteItem",
@@ -373,17 +392,67 @@ def retire(config: Config, scope: Scope) -> list[dict[str, Any]]:
 
 
 def pass_roles(config: Config, scope: Scope) -> list[dict[str, Any]]:
-    """The roles of the services' instance profiles, passed to EC2 only."""
-    roles = sorted({role for service in config.services.values() if (role := service.role)})
+    """The roles of the services' instance profiles and of the build instance profile, passed to
+    EC2 only; Packer reads the build profile before it launches with it."""
+    roles = {role for service in config.services.values() if (role := service.role)}
+    if config.aws.build_role:
+        roles.add(config.aws.build_role)
     if not roles:
         return []
-    return [
+    statements = [
         _statement(
             "PassInstanceRolesToEc2",
             ["iam:PassRole"],
-            [f"arn:{scope.partition}:iam::*:role/{role}" for role in roles],
-            {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            [f"arn:{scope.partition}:iam::*:role/{role}" for role in sorted(roles)],
+            _passed_to_ec2(),
         )
+    ]
+    if config.aws.build_instance_profile:
+        profile = (
+            f"arn:{scope.partition}:iam::*:instance-profile/{config.aws.build_instance_profile}"
+        )
+        statements.append(
+            _statement("ReadTheBuildInstanceProfile", ["iam:GetInstanceProfile"], profile)
+        )
+    return statements
+
+
+def _passed_to_ec2() -> dict[str, Any]:
+    return {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+
+
+def sessions(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """SSH through Session Manager (ssh_interface = "session_manager"): sessions to build and
+    verification instances only (their run tag), with the two documents Packer and verification
+    use; whether an instance's agent registered; and Packer's temporary instance profile for the
+    build instance when no build_instance_profile is named (a role named packer-*, which it gives
+    the SSM agent's policy and passes to EC2: name a profile to grant none of this)."""
+    if not config.aws.session_manager:
+        return []
+    sid = "ReachInstancesThroughSessionManager"
+    documents = [
+        f"arn:{scope.partition}:ssm:{scope.region}::document/{name}" for name in SESSION_DOCUMENTS
+    ]
+    statements = [
+        _statement(f"{sid}ReadAgents", ["ssm:DescribeInstanceInformation"]),
+        _statement(
+            sid,
+            ["ssm:StartSession"],
+            scope.ec2("instance/*"),
+            {"Null": {f"ssm:resourceTag/{RUN_TAG}": "false"}},
+        ),
+        _statement(f"{sid}Documents", ["ssm:StartSession"], documents),
+        _statement(f"{sid}End", ["ssm:TerminateSession"], scope.arn("ssm", "session/*")),
+    ]
+    if config.aws.build_instance_profile:
+        return statements
+    role = f"arn:{scope.partition}:iam::*:role/{PACKER_TEMPORARY_NAME}"
+    profile = f"arn:{scope.partition}:iam::*:instance-profile/{PACKER_TEMPORARY_NAME}"
+    return [
+        *statements,
+        _statement("BuildInstanceTemporaryProfile", TEMPORARY_PROFILE, [role, profile]),
+        # AddRoleToInstanceProfile passes the role as well, naming no service to pass it to.
+        _statement("PassTheTemporaryRole", ["iam:PassRole"], role),
     ]
 
 
@@ -494,6 +563,7 @@ PARTS = (
     retire,
     credentials,
     pass_roles,
+    sessions,
     encryption,
     leases,
     chef_packages,

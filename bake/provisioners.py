@@ -6,12 +6,15 @@ appended last. Before the first step and after the seal, the build machine's pac
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bake import chef, inventory
 from bake.blocks import Block, Expr, StepContext, shell_block
-from bake.steps import HardenStep, LineageStep, PatchStep, SealStep, ShellStep
+from bake.config import ImageConfig
+from bake.steps import HardenStep, LineageStep, PatchStep, SealStep, ShellStep, SsmAgentStep
 
 
 def patch(step: PatchStep, context: StepContext) -> list[Block]:
@@ -42,6 +45,33 @@ def shell(step: ShellStep, context: StepContext) -> list[Block]:
     return [shell_block("shell", context, script, step.environment)]
 
 
+SSM_AGENT_SCRIPT = "ssm-agent.sh"
+
+
+def ssm_agent(step: SsmAgentStep, context: StepContext) -> list[Block]:
+    return [
+        shell_block("ssm-agent", context, context.scripts / SSM_AGENT_SCRIPT, _agent_pins(step))
+    ]
+
+
+def _agent_pins(step: SsmAgentStep | None) -> dict[str, str]:
+    if step is None:
+        return {}
+    pins = {"BAKE_SSM_AGENT_VERSION": step.version}
+    if step.sha256:
+        pins["BAKE_SSM_AGENT_SHA256"] = step.sha256
+    return pins
+
+
+def ssm_agent_user_data(scripts: Path, image: ImageConfig) -> str:
+    """The SSM agent's script as a build instance's user data (its first boot installs the agent
+    when the source lacks it), pinned as the image's `ssm-agent` step pins it."""
+    shebang, _, body = (scripts / SSM_AGENT_SCRIPT).read_text(encoding="utf-8").partition("\n")
+    step = next((s for s in image.steps if isinstance(s, SsmAgentStep)), None)
+    pins = "".join(f"{key}={shlex.quote(value)}\n" for key, value in _agent_pins(step).items())
+    return f"{shebang}\n{pins}{body}"
+
+
 def seal(step: SealStep, context: StepContext) -> list[Block]:
     return [shell_block("seal", context, context.scripts / "seal.sh", {})]
 
@@ -53,6 +83,7 @@ PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "lineage": lineage,
     "shell": shell,
     "chef": chef.provisioner_blocks,
+    "ssm-agent": ssm_agent,
     "seal": seal,
 }
 

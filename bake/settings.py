@@ -110,6 +110,7 @@ _KMS_KEY = re.compile(
 )
 _ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
 _CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+_IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 
 
 def _check_region(region: str) -> str:
@@ -161,8 +162,18 @@ class AwsSettings(Model):
     # The user build and verification log in as; None: read from the source AMI (its
     # bake:ssh-user tag, or its owner's distribution).
     ssh_username: str | None = None
-    ssh_interface: Literal["public_ip", "private_ip"] = "public_ip"
+    # How build and verification instances are reached: their public or private address over
+    # SSH (a temporary security group open to ssh_cidr), or "session_manager": SSH through AWS
+    # Systems Manager, with no inbound port at all.
+    ssh_interface: Literal["public_ip", "private_ip", "session_manager"] = "public_ip"
     ssh_cidr: str | None = None
+    # The instance profile of build instances (Packer's iam_instance_profile), and of
+    # verification instances when the service gives none; with session_manager its role must
+    # let the SSM agent register. None: Packer makes a temporary one when it needs one.
+    build_instance_profile: str | None = None
+    # The role that profile holds (for `bake iam-policy`'s iam:PassRole); the profile's name when
+    # not given.
+    build_instance_role: str | None = None
     communicator: Literal["ssh", "none"] = "ssh"
     # The amazon plugin that Packer 1.7+ installs (`packer init`): one exact version, so a build
     # is reproducible and the plugin is part of the build digest (it is in the rendered template).
@@ -221,6 +232,39 @@ class AwsSettings(Model):
         if cidr is not None and not _CIDR.match(cidr):
             raise ValueError(f"'{cidr}' is not an IPv4 CIDR (for example 203.0.113.7/32)")
         return cidr
+
+    @field_validator("build_instance_profile", "build_instance_role")
+    @classmethod
+    def _iam_name(cls, name: str | None) -> str | None:
+        if name is not None and not _IAM_NAME.match(name):
+            raise ValueError(
+                f"'{name}' is not an IAM name (letters, digits and +=,.@_-, at most 64 "
+                "characters; the name, not its ARN)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _reach(self) -> AwsSettings:
+        if self.ssh_interface == "session_manager" and self.ssh_cidr:
+            raise ValueError(
+                "ssh_cidr opens SSH to an address range, and ssh_interface session_manager opens "
+                "no port: leave ssh_cidr out, or use public_ip or private_ip"
+            )
+        if self.build_instance_role and not self.build_instance_profile:
+            raise ValueError(
+                "build_instance_role is the role of build_instance_profile, which is not given"
+            )
+        return self
+
+    @property
+    def session_manager(self) -> bool:
+        """Instances are reached through Systems Manager, with no inbound port."""
+        return self.ssh_interface == "session_manager"
+
+    @property
+    def build_role(self) -> str | None:
+        """The role of the build instance profile, or None without one."""
+        return self.build_instance_role or self.build_instance_profile
 
 
 class ImageAwsSettings(Model):

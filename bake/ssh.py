@@ -37,6 +37,9 @@ class SshHost:
     user: str
     identity_file: Path
     config_file: Path
+    # How ssh reaches `host` when it cannot connect to it (an instance id through Session
+    # Manager); `config_file` names it too, for testinfra's ssh backend.
+    proxy_command: str | None = None
 
     def testinfra_url(self) -> str:
         return (
@@ -61,11 +64,13 @@ def ensure_keypair(runner: Runner, directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
-def write_ssh_config(directory: Path) -> Path:
-    """An ssh_config for throwaway machines: no host key checks, no prompts, quick failures."""
+def write_ssh_config(directory: Path, proxy_command: str | None = None) -> Path:
+    """An ssh_config for throwaway machines: no host key checks, no prompts, quick failures; with
+    `proxy_command`, for the machines reached through it (write it beside that machine's key)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_NAME
-    body = "Host *\n" + "".join(f"    {key} {value}\n" for key, value in SSH_OPTIONS.items())
+    options = {**SSH_OPTIONS, **({"ProxyCommand": proxy_command} if proxy_command else {})}
+    body = "Host *\n" + "".join(f"    {key} {value}\n" for key, value in options.items())
     if not path.is_file() or path.read_text(encoding="utf-8") != body:
         path.write_text(body, encoding="utf-8")
     return path
@@ -73,10 +78,12 @@ def write_ssh_config(directory: Path) -> Path:
 
 def ssh_argv(host: SshHost, command: str) -> list[str]:
     """The ssh command line that runs `command` on `host`."""
+    proxy = ["-o", f"ProxyCommand={host.proxy_command}"] if host.proxy_command else []
     return [
         "ssh",
         "-F",
         str(host.config_file),
+        *proxy,
         "-i",
         str(host.identity_file),
         "-p",

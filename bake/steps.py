@@ -13,7 +13,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 
 from bake.settings import MirrorUrl, Model
@@ -29,6 +29,7 @@ _RUN_LIST_ITEM = re.compile(r"^recipe\[([A-Za-z0-9_.-]+)(?:::([A-Za-z0-9_.-]+))?
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_AGENT_VERSION = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
 def _text(value: Any) -> Any:
@@ -77,6 +78,35 @@ class ShellStep(Model):
     kind: Literal["shell"] = "shell"
     script: Text
     environment: dict[ShellName, Text] = Field(default_factory=dict)
+
+
+class SsmAgentStep(Model):
+    """AWS's SSM agent from the build region's own bucket, checked and enabled at boot, so that
+    Session Manager and Run Command reach the image's instances (the aws target only)."""
+
+    kind: Literal["ssm-agent"] = "ssm-agent"
+    version: Text = "latest"
+    sha256: Text | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        if version != "latest" and not _AGENT_VERSION.match(version):
+            raise ValueError(
+                f'{version!r} is wrong: write "latest" or a release such as "3.3.1142.0"'
+            )
+        return version
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, digest: str | None, info: ValidationInfo) -> str | None:
+        if digest is None:
+            return None
+        if info.data.get("version", "latest") == "latest":
+            raise ValueError(
+                'needs a pinned version (the latest package changes): add version = "X.Y.Z.N"'
+            )
+        return str(_sha256(digest))
 
 
 class SealStep(Model):
@@ -193,6 +223,7 @@ STEPS: dict[str, type[Model]] = {
     "lineage": LineageStep,
     "shell": ShellStep,
     "chef": ChefStep,
+    "ssm-agent": SsmAgentStep,
 }
 CLIENTS: dict[str, type[Model]] = {
     "omnitruck": OmnitruckClient,
@@ -233,7 +264,7 @@ def _tagged(raw: Any) -> Any:
 
 
 Step = Annotated[
-    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep,
+    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep,
     Field(discriminator="kind"),
     BeforeValidator(_tagged),
 ]

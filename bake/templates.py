@@ -56,6 +56,16 @@ def hcl(value: Any) -> str:
     raise TypeError(f"no HCL literal for {type(value).__name__}")
 
 
+def heredoc(text: str, marker: str = "EOT") -> str:
+    """An HCL heredoc holding `text` as it is (a script, kept readable in the rendered file): only
+    `${` and `%{` are escaped, since a heredoc knows no backslash escapes."""
+    body = text.replace("${", "$${").replace("%{", "%%{")
+    body = body if body.endswith("\n") else body + "\n"
+    if marker in (line.strip() for line in body.splitlines()):
+        raise ValueError(f"a line of the text is the heredoc's marker {marker}")
+    return f"<<{marker}\n{body}{marker}"
+
+
 def environment(packer_dir: Path) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(packer_dir)),
@@ -65,6 +75,7 @@ def environment(packer_dir: Path) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["hcl"] = hcl
+    env.filters["heredoc"] = heredoc
     return env
 
 

@@ -21,21 +21,25 @@ WAIT = {"Delay": 5, "MaxAttempts": 120}
 
 @dataclass(frozen=True)
 class Throwaway:
-    """What to launch and who may reach it."""
+    """What to launch and who may reach it: SSH from `ssh_cidr` to its public address (or its
+    private one with `use_private_ip`), or with `session_manager` no inbound port at all (SSH goes
+    through Systems Manager, whose agent registers with `instance_profile`)."""
 
     ami: str
     instance_type: str
-    ssh_cidr: str
+    ssh_cidr: str | None
     run_id: str
     image: str
     subnet_id: str | None = None
     instance_profile: str | None = None
     use_private_ip: bool = False
+    session_manager: bool = False
 
 
 @dataclass(frozen=True)
 class Launched:
     instance_id: str
+    # What ssh connects to: an address, or with session_manager the instance id itself.
     address: str
     key_file: Path
 
@@ -100,7 +104,7 @@ def throwaway(
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "TagSpecifications": _tags(spec, name, "instance", "volume"),
         }
-        if spec.subnet_id and not spec.use_private_ip:
+        if spec.subnet_id and not (spec.use_private_ip or spec.session_manager):
             # A subnet need not give its instances public addresses: ask for one.
             request["NetworkInterfaces"] = [
                 {
@@ -120,7 +124,7 @@ def throwaway(
             instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
             record("instance", instance_id)
             cleanup.callback(_terminate, cloud, instance_id)
-        address = _running_address(cloud, instance_id, spec.use_private_ip)
+        address = _running_address(cloud, instance_id, spec)
         yield Launched(instance_id, address, key_file)
 
 
@@ -152,18 +156,22 @@ def _security_group(
     record: Callable[[str, str], None],
     cleanup: ExitStack,
 ) -> str:
-    """A temporary security group that lets only the runner reach SSH."""
+    """A temporary security group that lets only the runner reach SSH; with session_manager
+    one that lets nothing in (the instance's own outbound connection carries the session)."""
     ec2 = cloud.client("ec2")
     vpc_id = _vpc_of(cloud, spec.subnet_id)
+    reached = "no inbound: Session Manager" if spec.session_manager else "SSH"
     with signals.held():
         group_id = ec2.create_security_group(
             GroupName=name,
-            Description=f"goldenbake: SSH to verify {spec.image}",
+            Description=f"goldenbake: verify {spec.image} ({reached})",
             VpcId=vpc_id,
             TagSpecifications=_tags(spec, name, "security-group"),
         )["GroupId"]
         record("security-group", group_id)
         cleanup.callback(ec2.delete_security_group, GroupId=group_id)
+    if spec.session_manager or spec.ssh_cidr is None:
+        return group_id
     ec2.authorize_security_group_ingress(
         GroupId=group_id,
         IpPermissions=[
@@ -178,12 +186,15 @@ def _security_group(
     return group_id
 
 
-def _running_address(cloud: Cloud, instance_id: str, private: bool) -> str:
+def _running_address(cloud: Cloud, instance_id: str, spec: Throwaway) -> str:
     ec2 = cloud.client("ec2")
     try:
         ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
     except WaiterError as exc:
         raise BakeError(f"verification instance {instance_id} did not start: {exc}") from None
+    if spec.session_manager:
+        return instance_id  # Session Manager finds it by its id, whatever its addresses
+    private = spec.use_private_ip
     instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     address = instance.get("PrivateIpAddress") if private else instance.get("PublicIpAddress")
     if not address:

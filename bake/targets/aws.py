@@ -4,6 +4,7 @@ throwaway EC2 instance, and everything else is the same boto3 code the local tar
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bake import ssh
-from bake.aws import images
+from bake.aws import images, managed_instances, ssm_proxy
 from bake.aws.instances import Throwaway, throwaway, vpc_cidr
 from bake.aws.session import Cloud
 from bake.config import Config, ImageConfig
@@ -72,7 +73,7 @@ class AwsTarget(Target):
             )
         settings = self.settings.model_dump()
         settings["instance_type"] = image_aws.instance_type or self.settings.instance_type
-        return {
+        context = {
             "builder": "amazon-ebs",
             "mirror": self.settings.mirror,
             "security_mirror": self.settings.security_mirror,
@@ -81,21 +82,31 @@ class AwsTarget(Target):
             "aws": settings,
             "image_aws": image_aws.model_dump(),
         }
+        if self.settings.session_manager:
+            from bake.provisioners import ssm_agent_user_data
+
+            scripts = self.config.packer_path / "scripts"
+            context["ssm_agent_user_data"] = ssm_agent_user_data(scripts, image)
+            context["ssm_agent_actions"] = managed_instances.SSM_AGENT_ACTIONS
+        return context
 
     def placeholder_variables(self) -> dict[str, str]:
-        return {
+        placeholders = {
             "source_ami": "ami-00000000000000000",
             "build_digest": "0" * 64,
             "run_id": "validate",
             "manifest_path": str(self.state.root / "work" / "validate" / "manifest.json"),
             "inventory_directory": str(self.state.root / "work" / "validate" / "inventory"),
-            "ssh_cidr": "192.0.2.1/32",
             "root_device": "/dev/xvda",
             "ssh_username": "admin",
         }
+        if not self.settings.session_manager:
+            placeholders["ssh_cidr"] = "192.0.2.1/32"
+        return placeholders
 
     def build_variables(self, work: Path) -> dict[str, str]:
-        return {"ssh_cidr": self.ssh_cidr}
+        """Who may reach the build instance over SSH; nobody with session_manager."""
+        return {} if self.settings.session_manager else {"ssh_cidr": self.ssh_cidr}
 
     def packer_environment(self) -> dict[str, str]:
         """Packer resolves credentials itself, from the sources boto3 uses, so that they refresh
@@ -231,33 +242,55 @@ class AwsTarget(Target):
         record: RecordResource,
         instance_profile: str | None = None,
     ) -> Iterator[SshHost]:
-        """A throwaway EC2 instance with its own key pair and security group."""
+        """A throwaway EC2 instance with its own key pair and security group, and the service's
+        instance profile (or the build's). With session_manager nothing may reach it: SSH goes
+        through Systems Manager once its agent has registered."""
         ami = self.ensure_ami(built)
         user = self.login_user(ami, f"images.{image.name}")
+        profile = instance_profile or self.settings.build_instance_profile
+        session_manager = self.settings.session_manager
+        if session_manager:
+            self._check_session_manager(image, profile)
         spec = Throwaway(
             ami=ami,
             instance_type=image.aws.instance_type or self.settings.instance_type,
-            ssh_cidr=self.ssh_cidr,
+            ssh_cidr=None if session_manager else self.ssh_cidr,
             run_id=run_id,
             image=image.name,
             subnet_id=self.settings.subnet_id,
-            instance_profile=instance_profile,
+            instance_profile=profile,
             use_private_ip=self.settings.ssh_interface == "private_ip",
+            session_manager=session_manager,
         )
         with (
             self.state.scratch(f"verify-{image.name}-{run_id}") as work,
             throwaway(self.cloud, spec, work / "id_ed25519", record) as launched,
         ):
-            host = SshHost(
-                launched.address,
-                22,
-                user,
-                launched.key_file,
-                ssh.write_ssh_config(self.state.ssh),
-            )
+            proxy = ssm_proxy.proxy_command(self.cloud) if session_manager else None
+            config = ssh.write_ssh_config(work if proxy else self.state.ssh, proxy)
+            host = SshHost(launched.address, 22, user, launched.key_file, config, proxy)
+            if session_manager:
+                self.console.line(f"    {launched.instance_id}: waiting for its SSM agent")
+                managed_instances.wait_registered(
+                    self.cloud, launched.instance_id, profile or "", self.settings.boot_timeout
+                )
             self.console.line(f"    {launched.instance_id} at {launched.address}: waiting for SSH")
             ssh.wait_for_ssh(self.runner, host, timeout=self.settings.boot_timeout)
             yield host
+
+    def _check_session_manager(self, image: ImageConfig, profile: str | None) -> None:
+        """What SSH through Session Manager needs on both ends, before anything is launched."""
+        if not profile:
+            raise InputError(
+                f"verifying {image.name} through Session Manager needs an instance profile that "
+                "lets the SSM agent register",
+                hint="set services.NAME.instance_profile, or aws.build_instance_profile",
+            )
+        if not shutil.which(ssm_proxy.PLUGIN):
+            raise InputError(
+                f"{ssm_proxy.PLUGIN} is not installed, and aws.ssh_interface is session_manager",
+                hint=ssm_proxy.INSTALL_HINT,
+            )
 
 
 def _s3_key(store: str, name: str) -> tuple[str, str]:

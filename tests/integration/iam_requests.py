@@ -23,7 +23,7 @@ from typing import Any
 ACCOUNT = "123456789012"  # moto's account
 READS = re.compile(r"^(Describe|Get|List)")
 # Reads that IAM authorizes on a resource.
-SCOPED_READS = {"ssm:GetParameter", "dynamodb:GetItem"}
+SCOPED_READS = {"ssm:GetParameter", "dynamodb:GetItem", "iam:GetRole", "iam:GetInstanceProfile"}
 
 Context = dict[str, tuple[str, ...]]
 
@@ -164,8 +164,18 @@ def checks(request: Request, cloud: Cloud) -> list[Check]:
         "autoscaling": _autoscaling,
         "ssm": _ssm,
         "dynamodb": _dynamodb,
+        "iam": _iam,
     }
     return by_service[service](request, cloud)
+
+
+def profiles_made(requests: Iterable[Request]) -> dict[str, str]:
+    """Instance profile -> its role, for the profiles a run made itself (and removed since)."""
+    return {
+        r.params["InstanceProfileName"]: r.params["RoleName"]
+        for r in requests
+        if r.action == "iam:AddRoleToInstanceProfile"
+    }
 
 
 def _created(request: Request, kind: str, tags: dict[str, str], name: str = "*") -> list[Check]:
@@ -294,10 +304,45 @@ def _elb(request: Request, cloud: Cloud) -> list[Check]:
 
 
 def _ssm(request: Request, cloud: Cloud) -> list[Check]:
-    name = request.params["Name"]
+    params = request.params
+    match request.action.split(":")[1]:
+        case "StartSession":
+            # The instance (with its tags, as ssm:resourceTag/KEY) and the document, each.
+            instance = cloud.existing(request, request.action, params["Target"])
+            tags = {
+                key.replace("aws:ResourceTag/", "ssm:resourceTag/"): value
+                for key, value in instance.context.items()
+            }
+            document = f"arn:aws:ssm:{request.region}::document/{params['DocumentName']}"
+            return [
+                Check(request.caller, request.action, instance.resource, tags),
+                Check(request.caller, request.action, document),
+            ]
+        case "TerminateSession":
+            arn = f"arn:aws:ssm:{request.region}:{ACCOUNT}:session/{params['SessionId']}"
+            return [Check(request.caller, request.action, arn)]
+    name = params["Name"]
     account = "" if name.startswith("/aws/service/") else ACCOUNT
     arn = f"arn:aws:ssm:{request.region}:{account}:parameter/{name.lstrip('/')}"
     return [Check(request.caller, request.action, arn)]
+
+
+def _iam(request: Request, cloud: Cloud) -> list[Check]:
+    """Roles and instance profiles by name; adding a role to a profile passes the role too (AWS
+    asks for iam:PassRole on it, naming no service)."""
+    params, made = request.params, []
+    if "InstanceProfileName" in params:
+        profile = f"arn:aws:iam::{ACCOUNT}:instance-profile/{params['InstanceProfileName']}"
+        made.append(Check(request.caller, request.action, profile))
+    if "RoleName" in params:
+        role = f"arn:aws:iam::{ACCOUNT}:role/{params['RoleName']}"
+        if request.action == "iam:AddRoleToInstanceProfile":
+            made.append(Check(request.caller, "iam:PassRole", role))
+        elif "InstanceProfileName" not in params:
+            made.append(Check(request.caller, request.action, role))
+    if not made:
+        raise KeyError(f"no ARNs known for {request.action} {params}")
+    return made
 
 
 def _dynamodb(request: Request, cloud: Cloud) -> list[Check]:

@@ -289,7 +289,10 @@ def test_the_example_renders_and_validates_both_images(tmp_path: Path, monkeypat
     web = app.state.rendered("web", "aws").read_text()
     assert "chef-install.sh" in web and "chef-converge.sh" in web
     assert "ssh_clear_authorized_keys = true" in web, "Packer's key leaves the image"
-    assert "associate_public_ip_address = true" in web, "its subnet may not give one"
+    assert 'ssh_interface = "session_manager"' in web, "no inbound port"
+    assert "associate_public_ip_address" not in web and "temporary_security_group" not in web
+    assert 'iam_instance_profile = "goldenbake-build"' in web, "the fleet stack's profile"
+    assert "ssm-agent.sh" in app.state.rendered("base", "aws").read_text(), "base carries the agent"
     assert sorted(
         p.name for p in (app.state.rendered("web", "aws").parent / "chef" / "cookbooks").iterdir()
     ) == ["golden_base", "golden_web"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bake.aws import managed_instances
 from bake.aws.session import Cloud
 from bake.cli import main
 from tests.integration.aws_project import REPO, toml_value, write_config
@@ -95,7 +96,7 @@ def stack_outputs(cloud: Cloud, name: str, body: str, parameters: dict[str, str]
         StackName=name,
         TemplateBody=body,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_IAM"],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
     client.get_waiter("stack_create_complete").wait(
         StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
@@ -244,6 +245,20 @@ def test_the_shipped_templates_deploy_on_moto(cloud: Cloud, moto_endpoint: str) 
     table_arn = table["TableArn"]
     assert allows(policy, "dynamodb:PutItem", table_arn)
     assert not allows(policy, "dynamodb:PutItem", table_arn.replace("goldenbake-locks", "other"))
+    # The example reaches instances through Session Manager: the build instance profile the
+    # config names, whose role allows the SSM agent and nothing else, and the pipeline may pass.
+    assert fleet["BuildInstanceProfile"] == "goldenbake-build"
+    iam = europe.client("iam")
+    (build_role,) = iam.get_instance_profile(InstanceProfileName="goldenbake-build")[
+        "InstanceProfile"
+    ]["Roles"]
+    agent = iam.get_role_policy(RoleName=build_role["RoleName"], PolicyName="ssm-agent")
+    document = agent["PolicyDocument"]
+    document = ast.literal_eval(document) if isinstance(document, str) else document
+    (statement,) = document["Statement"]
+    assert sorted(statement["Action"]) == sorted(managed_instances.SSM_AGENT_ACTIONS)
+    assert allows(policy, "iam:PassRole", build_role["Arn"])
+    assert not allows(policy, "iam:CreateRole", build_role["Arn"]), "no role making with a profile"
 
 
 def service_table(outputs: dict[str, str]) -> str:

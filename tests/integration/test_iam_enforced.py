@@ -38,6 +38,7 @@ from bake.local import seed
 from bake.records import RunOptions
 from tests.integration import iam_requests, policy_user
 from tests.integration.aws_project import make_app, publish_source_ami, write_config
+from tests.integration.ssm_sessions import SessionManager, install_plugin
 from tests.integration.test_iam_policy import recorder
 
 REGION = "us-east-1"
@@ -47,14 +48,17 @@ PROFILE_NAME = "demo-web"
 ROLE_NAME = "demo-web-role"
 
 
-def config_of_the_policy_user(folder: Path, endpoint: str) -> Path:
-    """The whole-run project, run with the user's profile, a lock table and an instance profile."""
+def config_of_the_policy_user(folder: Path, endpoint: str, session_manager: bool = False) -> Path:
+    """The whole-run project, run with the user's profile, a lock table and an instance profile
+    (and with `session_manager`, through Session Manager)."""
     path = write_config(
         folder, endpoint, encrypt_boot=True, kms_key_id="alias/golden", ami_regions=[COPY_REGION]
     )
     text = path.read_text()
+    reach = 'ssh_interface = "session_manager"\n' if session_manager else ""
     text = text.replace(
-        "[aws]\n", f'[aws]\nprofile = "{policy_user.PROFILE}"\nlock_table = "{LOCK_TABLE}"\n'
+        "[aws]\n",
+        f'[aws]\nprofile = "{policy_user.PROFILE}"\nlock_table = "{LOCK_TABLE}"\n{reach}',
     )
     text = text.replace(
         "[services.demo]\n",
@@ -136,11 +140,15 @@ class PolicyUserProject:
 
 
 @contextlib.contextmanager
-def as_the_policy_user(folder: Path, endpoint: str, leave_out: str | None = None) -> Any:
+def as_the_policy_user(
+    folder: Path, endpoint: str, leave_out: str | None = None, session_manager: bool = False
+) -> Any:
     """A prepared account and a project whose runs are made, under enforcement, as a user holding
-    the printed policy's actions (less `leave_out`); moto records every request meanwhile."""
+    the printed policy's actions (less `leave_out`); moto records every request meanwhile. With
+    `session_manager`, instances are reached through Session Manager (moto patched for it, and a
+    stand-in plugin on PATH)."""
     admin = Cloud(REGION, endpoint_url=endpoint)
-    config_path = config_of_the_policy_user(folder, endpoint)
+    config_path = config_of_the_policy_user(folder, endpoint, session_manager)
     app = make_app(config_path)
     prepare_account(admin, app)
     printed = printed_policy(config_path)
@@ -152,6 +160,9 @@ def as_the_policy_user(folder: Path, endpoint: str, leave_out: str | None = None
         env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(policy_user.write_profile(folder, key)))
         env.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
         env.chdir(folder)
+        if session_manager:
+            SessionManager().patch(env)
+            install_plugin(folder / "bin", env)
         recorder(endpoint, "start-recording")
         try:
             with policy_user.enforcing(endpoint):
@@ -248,3 +259,42 @@ def test_an_action_left_out_of_the_policy_fails_the_run_naming_it(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: AWS denied ModifyListener (AccessDenied): ")
     assert f"user/{policy_user.USER} is not authorized to perform: {left_out}" in line
+
+
+@pytest.fixture(scope="module")
+def session_manager_run(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> EnforcedRun:
+    """A bake-and-swap as the policy user with ssh_interface = "session_manager": Packer makes its
+    temporary instance profile and opens its tunnel, verification waits for the agent."""
+    folder = tmp_path_factory.mktemp("policy-user-session-manager")
+    reset(moto_endpoint)
+    with as_the_policy_user(folder, moto_endpoint, session_manager=True) as project:
+        result = project.app.run("bake-and-swap", service="demo")
+        user_key = project.app.target.cloud.session.get_credentials().access_key
+    requests = iam_requests.read_recording(folder / "moto_recording")
+    account = account_after(moto_endpoint)
+    account.profile_roles.update(iam_requests.profiles_made(requests))
+    return EnforcedRun(project.policy, [result.status], [], requests, account, user_key)
+
+
+@pytest.mark.packer
+def test_a_run_through_session_manager_is_within_the_policy(
+    session_manager_run: EnforcedRun,
+) -> None:
+    run = session_manager_run
+    assert run.statuses == ["succeeded"]
+    assert "ec2:AuthorizeSecurityGroupIngress" not in {r.action for r in run.requests}
+    checks = [check for r in run.requests for check in iam_requests.checks(r, run.account)]
+    assert iam_requests.refused(run.policy, checks) == []
+    scoped = {(check.caller, check.action) for check in checks if check.resource != "*"}
+    assert {
+        ("packer", "iam:CreateRole"),
+        ("packer", "iam:PutRolePolicy"),
+        ("packer", "iam:AddRoleToInstanceProfile"),
+        ("packer", "iam:PassRole"),
+        ("packer", "ssm:StartSession"),
+        ("boto3", "iam:PassRole"),
+    } <= scoped
+    reads = {(check.caller, check.action) for check in checks if check.resource == "*"}
+    assert ("boto3", "ssm:DescribeInstanceInformation") in reads

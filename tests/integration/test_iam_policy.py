@@ -266,3 +266,61 @@ def test_without_instance_profiles_no_role_can_be_passed(tmp_path: Path) -> None
 
     plain = iam.policy(config_module.load(write_config(tmp_path, "http://127.0.0.1:1")))
     assert "iam:PassRole" not in iam.actions(plain)
+
+
+def session_manager_policy(tmp_path: Path, **aws: str) -> dict[str, Any]:
+    from bake import config as config_module
+
+    path = write_config(tmp_path, "http://127.0.0.1:1")
+    lines = "".join(f'{key} = "{value}"\n' for key, value in aws.items())
+    path.write_text(
+        path.read_text().replace("[aws]\n", f'[aws]\nssh_interface = "session_manager"\n{lines}')
+    )
+    return iam.policy(config_module.load(path))
+
+
+SSM = "arn:aws:ssm:us-east-1"
+TAGGED = {"ssm:resourceTag/bake:run-id": ("20261127T070000Z-abc123",)}
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "context", "allowed"),
+    [
+        ("ssm:StartSession", f"{EC2}:instance/i-1", TAGGED, True),
+        ("ssm:StartSession", f"{EC2}:instance/i-1", {}, False),
+        ("ssm:StartSession", f"{SSM}::document/AWS-StartSSHSession", {}, True),
+        ("ssm:StartSession", f"{SSM}::document/AWS-StartPortForwardingSession", {}, True),
+        ("ssm:StartSession", f"{SSM}::document/AWS-StartInteractiveCommand", {}, False),
+        ("ssm:TerminateSession", f"{SSM}:123456789012:session/bake-runner-0a1b", {}, True),
+        ("iam:CreateRole", "arn:aws:iam::1:role/packer-6b09f", {}, True),
+        ("iam:CreateRole", "arn:aws:iam::1:role/administrator", {}, False),
+        ("iam:AddRoleToInstanceProfile", "arn:aws:iam::1:instance-profile/packer-6b0", {}, True),
+        ("iam:PassRole", "arn:aws:iam::1:role/packer-6b09f", {}, True),
+        ("iam:PassRole", "arn:aws:iam::1:role/administrator", PASSED_TO_EC2, False),
+    ],
+)
+def test_sessions_reach_only_build_and_verification_instances(
+    tmp_path: Path, action: str, resource: str, context: dict, allowed: bool
+) -> None:
+    check = iam_requests.Check("test", action, resource, context)
+    assert iam_requests.allows(session_manager_policy(tmp_path), check) is allowed
+
+
+def test_a_named_build_profile_grants_no_role_making(tmp_path: Path) -> None:
+    named = session_manager_policy(tmp_path, build_instance_profile="goldenbake-build")
+    allowed = iam.actions(named)
+
+    assert not {"iam:CreateRole", "iam:PutRolePolicy", "iam:CreateInstanceProfile"} & allowed
+    passed = iam_requests.Check(
+        "test", "iam:PassRole", "arn:aws:iam::1:role/goldenbake-build", PASSED_TO_EC2
+    )
+    read = iam_requests.Check(
+        "test", "iam:GetInstanceProfile", "arn:aws:iam::1:instance-profile/goldenbake-build"
+    )
+    temporary = iam_requests.Check("test", "iam:PassRole", "arn:aws:iam::1:role/packer-6b09f")
+    assert iam_requests.allows(named, passed) and iam_requests.allows(named, read)
+    assert not iam_requests.allows(named, temporary)
+    from bake import config as config_module
+
+    plain = iam.policy(config_module.load(write_config(tmp_path, "http://127.0.0.1:1")))
+    assert not {"ssm:StartSession", "ssm:TerminateSession"} & iam.actions(plain)

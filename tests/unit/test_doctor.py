@@ -227,3 +227,28 @@ def test_packer_older_than_1_7_is_told_what_it_lacks_on_the_aws_target(
     (project / "bin" / "packer").write_text("#!/bin/sh\necho 'Packer v1.11.2'\n")
     _, checks = aws_checks(project, capsys)
     assert checks["packer features"]["ok"]
+
+
+def test_session_manager_needs_the_plugin_and_says_where_aws_ships_it(
+    project: Path, capsys, cloud, moto_endpoint: str
+) -> None:
+    (project / "bake.toml").write_text(
+        AWS_CONFIG.format(endpoint=moto_endpoint)
+        .replace("[aws]\n", '[aws]\nssh_interface = "session_manager"\n')
+        .replace('kms_key_id = "alias/golden"\n', "")
+        .replace('ami_users = ["111122223333"]\n', "")
+    )
+
+    code, checks = aws_checks(project, capsys)
+
+    plugin = checks["session-manager-plugin"]
+    assert code == 1 and not plugin["ok"] and plugin["required"]
+    assert (
+        "https://s3.amazonaws.com/session-manager-downloads/plugin/latest/ubuntu_64bit/"
+        "session-manager-plugin.deb" in plugin["fix"]
+    )
+    installed = project / "bin" / "session-manager-plugin"
+    installed.write_text("#!/bin/sh\necho 1.2.707.0\n")
+    installed.chmod(0o755)
+    code, checks = aws_checks(project, capsys)
+    assert checks["session-manager-plugin"]["ok"] and code == 0, checks
