@@ -108,10 +108,11 @@ def tag(cloud: Any, ami: str, tags: dict[str, str]) -> None:
     )
 
 
-def login_user(cloud: Any, ami: str, where: str) -> str:
+def login_user(cloud: Any, ami: str, where: str, described: dict[str, Any] | None = None) -> str:
     """The user an AMI is logged into as over SSH: its `bake:ssh-user` tag (an AMI of this
-    toolkit, written when it was built), or its owner's distribution; InputError otherwise."""
-    described = describe(cloud, ami)
+    toolkit, written when it was built), or its owner's distribution; InputError otherwise.
+    `described` is the AMI as describe_images gave it, when the caller has it already."""
+    described = described or describe(cloud, ami)
     if described is None:
         raise InputError(f"{where}: AMI {ami} does not exist in {cloud.region}")
     tags = tags_of(described)

@@ -173,14 +173,18 @@ class AwsTarget(Target):
             description=f"{spec.describe()} ({ami})",
             variables={
                 "root_device": described.get("RootDeviceName") or "/dev/xvda",
-                "ssh_username": self.login_user(ami, where),
+                "ssh_username": self.login_user(ami, where, described or None),
             },
         )
 
-    def login_user(self, ami: str, where: str = "aws.ssh_username") -> str:
+    def login_user(
+        self, ami: str, where: str = "aws.ssh_username", described: dict[str, Any] | None = None
+    ) -> str:
         """Who logs into instances of `ami` over SSH: [aws] ssh_username, or the AMI's own user
         (its bake:ssh-user tag, or its distribution's)."""
-        return self.settings.ssh_username or images.login_user(self.cloud, ami, where)
+        if self.settings.ssh_username:
+            return self.settings.ssh_username
+        return images.login_user(self.cloud, ami, where, described)
 
     def keep_artifact(
         self, build: dict[str, Any], image: ImageConfig, digest: str, source: SourceImage

@@ -258,12 +258,13 @@ def test_the_stage_retires_and_dry_run_only_lists(cloud, amis, make_context) -> 
     assert {ami for ami, keep in keeps.items() if keep} == left
 
 
-def aws_target(tmp_path: Path, endpoint: str):
+def aws_target(tmp_path: Path, endpoint: str, **aws: str | None):
     (tmp_path / "suites").mkdir(exist_ok=True)
     config = from_dict(
         {
             "target": "aws",
-            "aws": {"endpoint_url": endpoint},
+            # The made-up distribution's AMIs are this account's: no SSH user to read from them.
+            "aws": {"endpoint_url": endpoint, "ssh_username": "admin", **aws},
             "images": {
                 "base": {"base": "ssm:/test/debian-12", "steps": [], "verify": ["suites"]},
                 "web": {"base": "image:base", "steps": [], "verify": ["suites"]},
@@ -275,6 +276,17 @@ def aws_target(tmp_path: Path, endpoint: str):
     return config, AwsTarget(
         config, state, History(state.history_db), FakeRunner(), Console(quiet=True)
     )
+
+
+def test_a_plan_says_a_bake_could_not_tell_its_ssh_user(tmp_path, cloud, moto_endpoint) -> None:
+    config, target = aws_target(tmp_path, moto_endpoint, ssh_username=None)
+    debian = make_ami(cloud, "debian-12-a", None, image="debian")
+    cloud.client("ssm").put_parameter(Name="/test/debian-12", Value=debian, Type="String")
+
+    base = {p.image: p for p in plan.plan(config, target)}["base"]
+
+    assert base.action == "blocked", "a bake would stop before launching anything"
+    assert f"cannot tell which user logs into debian-12-a ({debian}" in base.reason
 
 
 def test_plan_orders_parents_first_and_sees_a_rotated_base(tmp_path, cloud, moto_endpoint) -> None:

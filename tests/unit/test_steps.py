@@ -225,7 +225,7 @@ RULES = [
     pytest.param(
         image("patch", "polish"),
         r"images\.base\.steps\[1\]: unknown step 'polish' \(known steps: patch, harden, lineage, "
-        r"shell, chef\)$",
+        r"shell, chef, ssm-agent\)$",
         id="unknown-step",
     ),
     pytest.param(
