@@ -370,6 +370,13 @@ class Config(Model):
                     f"(known images: {', '.join(sorted(self.images))})"
                 )
         _check_layer_cycles(self)
+        if self.aws.share_parameter and not any(
+            image.aws.ami_users or image.aws.ami_org_arns for image in self.images.values()
+        ):
+            raise ValueError(
+                'aws.share_parameter: "ram" shares each image\'s parameter with its ami_users and '
+                "ami_org_arns, and no image names any"
+            )
         return self
 
 

@@ -72,6 +72,7 @@ IMAGES = [
     "ec2:DeleteSnapshot",
     "ec2:DeregisterImage",
     "ec2:DisableImage",
+    "ec2:EnableImageDeprecation",
     "ec2:ModifyImageAttribute",
     "ec2:ModifySnapshotAttribute",
     "ec2:RegisterImage",
@@ -310,6 +311,54 @@ def bases_and_publishing(config: Config, scope: Scope) -> list[dict[str, Any]]:
             "PublishLatestImages",
             ["ssm:PutParameter"],
             [scope.arn("ssm", f"parameter/{name}", region=region) for region, name in published],
+        ),
+    ]
+
+
+def parameter_shares(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """share_parameter = "ram": each shared image's parameter, in each region it is published in,
+    shared through its RAM share, with the image's own accounts and organizations only (the
+    conditions hold the share to those parameters and principals); RAM sets the parameter's
+    resource policy in the caller's name."""
+    if not config.aws.share_parameter:
+        return []
+    shared = {
+        name: image
+        for name, image in sorted(config.images.items())
+        if image.aws.ami_users or image.aws.ami_org_arns
+    }
+    parameters = sorted(
+        scope.arn("ssm", f"parameter/{parameter_name(name).lstrip('/')}", region=region)
+        for name, image in shared.items()
+        for region in {scope.region, *image.aws.ami_regions}
+    )
+    principals = sorted(
+        {p for image in shared.values() for p in (*image.aws.ami_users, *image.aws.ami_org_arns)}
+    )
+    regions = sorted(
+        {r for image in shared.values() for r in (scope.region, *image.aws.ami_regions)}
+    )
+    shares = [scope.arn("ram", "resource-share/*", region=region) for region in regions]
+    sid = "ShareLatestImagesThroughRam"
+    return [
+        _statement(f"{sid}Reads", ["ram:GetResourceShareAssociations", "ram:GetResourceShares"]),
+        _statement(
+            sid,
+            [
+                "ram:AssociateResourceShare",
+                "ram:CreateResourceShare",
+                "ram:DisassociateResourceShare",
+            ],
+            shares,
+            {
+                "ForAllValues:ArnLike": {"ram:ResourceArn": parameters},
+                "ForAllValues:StringEquals": {"ram:Principal": principals},
+            },
+        ),
+        _statement(
+            f"{sid}Policies",
+            ["ssm:DeleteResourcePolicy", "ssm:GetResourcePolicies", "ssm:PutResourcePolicy"],
+            parameters,
         ),
     ]
 
@@ -559,6 +608,7 @@ def credentials(config: Config, scope: Scope) -> list[dict[str, Any]]:
 PARTS = (
     build_and_verify,
     bases_and_publishing,
+    parameter_shares,
     roll_out,
     retire,
     credentials,

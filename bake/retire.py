@@ -211,10 +211,14 @@ def _staged(
 
 
 def disable(cloud: Cloud, decision: Decision) -> None:
-    """Disable the AMI (no new launches) and record when, for the grace period."""
+    """Deprecate the AMI (the accounts it is shared with are told so, and their listings stop
+    offering it), then disable it (no new launches), and record when, for the grace period."""
     ec2 = cloud.client("ec2")
+    now = datetime.now(UTC)
+    # AWS takes no time in the past, and rounds to the minute: the next one.
+    ec2.enable_image_deprecation(ImageId=decision.ami, DeprecateAt=now + timedelta(minutes=1))
     ec2.disable_image(ImageId=decision.ami)
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    stamp = now.isoformat(timespec="seconds")
     ec2.create_tags(Resources=[decision.ami], Tags=[{"Key": DISABLED_TAG, "Value": stamp}])
 
 

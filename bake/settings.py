@@ -156,6 +156,10 @@ class AwsSettings(Model):
     # How long retire leaves a shared AMI disabled before it deregisters it, when an account it
     # is shared with has no role in consumer_roles to look into.
     retire_grace: Seconds = 7 * 24 * 3600
+    # "ram": each image's published parameter, in every region it is published in, is an advanced
+    # parameter shared through AWS RAM with the accounts and organizations its AMIs are shared
+    # with (ami_users, ami_org_arns), who read it by its ARN. None: not shared.
+    share_parameter: str | None = None
     endpoint_url: str | None = None
     instance_type: str = "t3.small"
     subnet_id: str | None = None
@@ -232,6 +236,17 @@ class AwsSettings(Model):
         if cidr is not None and not _CIDR.match(cidr):
             raise ValueError(f"'{cidr}' is not an IPv4 CIDR (for example 203.0.113.7/32)")
         return cidr
+
+    @field_validator("share_parameter")
+    @classmethod
+    def _sharing(cls, way: str | None) -> str | None:
+        if way is not None and way != "ram":
+            raise ValueError(
+                f"'{way}' is not a way to share the published parameter: write \"ram\" (AWS "
+                "RAM, with the accounts and organizations of ami_users and ami_org_arns), or "
+                "leave it out"
+            )
+        return way
 
     @field_validator("build_instance_profile", "build_instance_role")
     @classmethod

@@ -156,17 +156,26 @@ def copies(cloud: Any, ami: str, regions: list[str]) -> dict[str, str]:
     return found
 
 
-def publish(cloud: Any, image: str, ami: str) -> int:
-    """Point the image's parameter at `ami`; returns the parameter's new version."""
-    response = cloud.client("ssm").put_parameter(
-        Name=parameter_name(image),
-        Value=ami,
-        Type="String",
-        DataType="aws:ec2:image",
-        Overwrite=True,
-        Description=f"goldenbake: latest verified AMI of image {image}",
-    )
-    return int(response["Version"])
+def publish(cloud: Any, image: str, ami: str, *, advanced: bool = False) -> int:
+    """Point the image's parameter at `ami`; returns the parameter's new version. An `advanced`
+    parameter (the tier AWS RAM can share) stays advanced: AWS has no way back."""
+    request: dict[str, Any] = {
+        "Name": parameter_name(image),
+        "Value": ami,
+        "Type": "String",
+        "DataType": "aws:ec2:image",
+        "Overwrite": True,
+        "Description": f"goldenbake: latest verified AMI of image {image}",
+    }
+    if advanced:
+        request["Tier"] = "Advanced"
+    return int(cloud.client("ssm").put_parameter(**request)["Version"])
+
+
+def parameter_arn(cloud: Any, image: str) -> str:
+    """The ARN of the image's parameter in the cloud's account and region (what it is shared by,
+    and what another account reads it by)."""
+    return str(cloud.client("ssm").get_parameter(Name=parameter_name(image))["Parameter"]["ARN"])
 
 
 def published(cloud: Any, image: str) -> str | None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bake import sbom
-from bake.aws import images
+from bake.aws import images, resource_shares
+from bake.aws.session import Cloud
 from bake.errors import StageFailed
 from bake.inventory import Inventory
 from bake.records import Built, Published, Verification, VerifiedAmi
@@ -55,16 +56,13 @@ class Register(Stage):
             images.tag_lineage(
                 there, copy, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
             )
-            images.publish(there, image.name, copy)
+            self._publish(there, copy)
             ctx.console.line(f"    {region}: {copy} published as {parameter}")
         images.tag_lineage(
             cloud, ami, built, verified=True, kernel=kernel, run_id=ctx.run_id, extra=extra
         )
-        version = images.publish(cloud, image.name, ami)
-        for account in image.aws.ami_users:
-            if role := ctx.config.aws.consumer_roles.get(account):
-                images.publish(cloud.as_role(role), image.name, ami)
-                ctx.console.line(f"    account {account}: {ami} published as {parameter}")
+        version = self._publish(cloud, ami)
+        self._publish_in_consumer_accounts({**dict(sorted(copies.items())), cloud.region: ami})
         sbom_note = f", SBOM {location}" if location else ""
         copies_note = "".join(f", {region} {copy}" for region, copy in sorted(copies.items()))
         return Outcome.done(
@@ -72,6 +70,43 @@ class Register(Stage):
             VerifiedAmi(ami),
             Published(ami, parameter, version),
         )
+
+    def _publish(self, there: Cloud, ami: str) -> int:
+        """The image's parameter in one region; with share_parameter = "ram", advanced and
+        shared there with the accounts and organizations the AMI is shared with."""
+        ctx, image = self.ctx, self.ctx.require_image()
+        principals = [*image.aws.ami_users, *image.aws.ami_org_arns]
+        sharing = bool(ctx.config.aws.share_parameter and principals)
+        version = images.publish(there, image.name, ami, advanced=sharing)
+        if sharing:
+            arn = images.parameter_arn(there, image.name)
+            shared = resource_shares.share(there, image.name, arn, principals)
+            changes = "".join(
+                f", {verb} {', '.join(whom)}"
+                for verb, whom in (("added", shared.added), ("removed", shared.removed))
+                if whom and not shared.created
+            )
+            ctx.console.line(
+                f"    {there.region}: {arn} shared with {', '.join(principals)} "
+                f"({shared.share_arn}{changes})"
+            )
+        return version
+
+    def _publish_in_consumer_accounts(self, published: dict[str, str]) -> None:
+        """The parameter written into each account the AMIs are shared with that has a role in
+        consumer_roles, in every region the image is published in (region -> its AMI there)."""
+        ctx, image = self.ctx, self.ctx.require_image()
+        cloud = ctx.target.cloud
+        for account in image.aws.ami_users:
+            role = ctx.config.aws.consumer_roles.get(account)
+            if not role:
+                continue
+            for region, ami in published.items():
+                images.publish(cloud.in_region(region).as_role(role), image.name, ami)
+            ctx.console.line(
+                f"    account {account}: published as {images.parameter_name(image.name)} in "
+                f"{', '.join(published)}"
+            )
 
     def _publish_sbom(self, built: Built, ami: str, kernel: str) -> str | None:
         """Publish the build's package list as a CycloneDX SBOM beside the AMI and keep the list

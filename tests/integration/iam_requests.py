@@ -12,6 +12,7 @@ check: wildcards in actions and resources, and the condition operators `bake iam
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import urllib.parse
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import botocore.session
 
 ACCOUNT = "123456789012"  # moto's account
 READS = re.compile(r"^(Describe|Get|List)")
@@ -97,6 +100,9 @@ def read_recording(path: Path) -> list[Request]:
             body = base64.b64decode(body).decode()
         if "X-Amz-Target" in headers:
             action, params = headers["X-Amz-Target"].split(".")[-1], json.loads(body or "{}")
+        elif service == "ram":  # REST with JSON bodies: the operation is the path
+            path = urllib.parse.urlsplit(entry["url"]).path.lower()
+            action, params = _rest_operations(service)[path], json.loads(body or "{}")
         else:
             query = {key: values[0] for key, values in urllib.parse.parse_qs(body).items()}
             action = query.pop("Action")
@@ -104,6 +110,16 @@ def read_recording(path: Path) -> list[Request]:
         caller = "packer" if "aws-sdk-go" in headers.get("User-Agent", "") else "boto3"
         requests.append(Request(caller, access_key, f"{service}:{action}", region, params))
     return requests
+
+
+@functools.cache
+def _rest_operations(service: str) -> dict[str, str]:
+    """A REST service's operations by their (lowercased) request path, from botocore's model."""
+    model = botocore.session.get_session().get_service_model(service)
+    return {
+        model.operation_model(name).http["requestUri"].lower(): name
+        for name in model.operation_names
+    }
 
 
 # The ARNs of resources, by the prefix of their ids.
@@ -165,6 +181,7 @@ def checks(request: Request, cloud: Cloud) -> list[Check]:
         "ssm": _ssm,
         "dynamodb": _dynamodb,
         "iam": _iam,
+        "ram": _ram,
     }
     return by_service[service](request, cloud)
 
@@ -325,6 +342,20 @@ def _ssm(request: Request, cloud: Cloud) -> list[Check]:
     account = "" if name.startswith("/aws/service/") else ACCOUNT
     arn = f"arn:aws:ssm:{request.region}:{account}:parameter/{name.lstrip('/')}"
     return [Check(request.caller, request.action, arn)]
+
+
+def _ram(request: Request, cloud: Cloud) -> list[Check]:
+    """A share, made or changed: the resources and principals the request names are its context
+    (ram:ResourceArn, ram:Principal)."""
+    params = request.params
+    context: Context = {}
+    if params.get("resourceArns"):
+        context["ram:ResourceArn"] = tuple(params["resourceArns"])
+    if params.get("principals"):
+        context["ram:Principal"] = tuple(params["principals"])
+    share = params.get("resourceShareArn")
+    arn = share or f"arn:aws:ram:{request.region}:{ACCOUNT}:resource-share/*"
+    return [Check(request.caller, request.action, arn, context)]
 
 
 def _iam(request: Request, cloud: Cloud) -> list[Check]:

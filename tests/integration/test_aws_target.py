@@ -23,6 +23,7 @@ from bake.records import RunOptions, Traffic, VerifiedAmi
 from bake.stages.build import inputs_digest
 from bake.stages.render import render_image
 from tests.integration.aws_project import REPO, make_app, toml_value, write_config
+from tests.integration.moto_gaps import ImageDeprecation
 from tests.unit.fakes import FakeRunner
 
 
@@ -470,8 +471,9 @@ UNSEEN = "444455556666"  # given the AMI, with no role to look into it
 
 @pytest.mark.packer
 def test_a_shared_ami_is_published_in_the_consumer_account_and_retired_when_no_account_runs_it(
-    tmp_path: Path, moto_endpoint, cloud, source_ami
+    tmp_path: Path, moto_endpoint, cloud, source_ami, monkeypatch
 ) -> None:
+    lifecycle = ImageDeprecation(monkeypatch)
     role = f"arn:aws:iam::{CONSUMER}:role/goldenbake-consumer"
     config_path = write_config(tmp_path, moto_endpoint, encrypt_boot=False)
     config_path.write_text(
@@ -512,14 +514,24 @@ def test_a_shared_ami_is_published_in_the_consumer_account_and_retired_when_no_a
     assert images.describe(cloud, first)["State"] == "available"
 
     consumer.client("autoscaling").delete_auto_scaling_group(AutoScalingGroupName="consumer-app")
+    assert lifecycle.calls == [], "an AMI a consumer's group launches is left alone"
+    before = datetime.now(UTC)
     disabled = retire_first()
     assert disabled["keep"] and disabled["disable"] and UNSEEN in disabled["reason"]
     described = images.describe(cloud, first)
     assert described["State"] == "disabled", "no new launches while the grace period runs"
     assert "bake:disabled-at" in images.tags_of(described)
+    (deprecated, disabling) = lifecycle.calls
+    assert (deprecated[:2], disabling[:2]) == (
+        ("EnableImageDeprecation", first), ("DisableImage", first),
+    ), "deprecated first, then disabled"  # fmt: skip
+    deprecate_at = datetime.fromisoformat(deprecated[2].replace("Z", "+00:00"))
+    deprecate_at = deprecate_at if deprecate_at.tzinfo else deprecate_at.replace(tzinfo=UTC)
+    assert before < deprecate_at <= datetime.now(UTC) + timedelta(minutes=1), "not in the past"
 
     waiting = retire_first()
     assert waiting["keep"] and not waiting["disable"] and "deregistered from" in waiting["reason"]
+    assert len(lifecycle.calls) == 2, "disabled once"
 
     eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat(timespec="seconds")
     cloud.client("ec2").create_tags(

@@ -38,6 +38,7 @@ from bake.local import seed
 from bake.records import RunOptions
 from tests.integration import iam_requests, policy_user
 from tests.integration.aws_project import make_app, publish_source_ami, write_config
+from tests.integration.moto_gaps import ResourceShares
 from tests.integration.ssm_sessions import SessionManager, install_plugin
 from tests.integration.test_iam_policy import recorder
 
@@ -45,21 +46,29 @@ REGION = "us-east-1"
 COPY_REGION = "eu-west-1"
 LOCK_TABLE = "goldenbake-locks"
 PROFILE_NAME = "demo-web"
+CONSUMER = "111122223333"  # the account the session-manager run shares its AMI and parameter with
 ROLE_NAME = "demo-web-role"
 
 
 def config_of_the_policy_user(folder: Path, endpoint: str, session_manager: bool = False) -> Path:
     """The whole-run project, run with the user's profile, a lock table and an instance profile
-    (and with `session_manager`, through Session Manager)."""
+    (and with `session_manager`, through Session Manager, the AMI and its parameter shared with
+    another account)."""
     path = write_config(
         folder, endpoint, encrypt_boot=True, kms_key_id="alias/golden", ami_regions=[COPY_REGION]
     )
     text = path.read_text()
-    reach = 'ssh_interface = "session_manager"\n' if session_manager else ""
+    reach = (
+        'ssh_interface = "session_manager"\nshare_parameter = "ram"\n' if session_manager else ""
+    )
     text = text.replace(
         "[aws]\n",
         f'[aws]\nprofile = "{policy_user.PROFILE}"\nlock_table = "{LOCK_TABLE}"\n{reach}',
     )
+    if session_manager:
+        text = text.replace(
+            "[images.base.aws]\n", f'[images.base.aws]\nami_users = ["{CONSUMER}"]\n'
+        )
     text = text.replace(
         "[services.demo]\n",
         f'[services.demo]\ninstance_profile = "{PROFILE_NAME}"\ninstance_role = "{ROLE_NAME}"\n',
@@ -163,6 +172,7 @@ def as_the_policy_user(
         if session_manager:
             SessionManager().patch(env)
             install_plugin(folder / "bin", env)
+            ResourceShares(env)
         recorder(endpoint, "start-recording")
         try:
             with policy_user.enforcing(endpoint):
@@ -265,8 +275,9 @@ def test_an_action_left_out_of_the_policy_fails_the_run_naming_it(
 def session_manager_run(
     moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> EnforcedRun:
-    """A bake-and-swap as the policy user with ssh_interface = "session_manager": Packer makes its
-    temporary instance profile and opens its tunnel, verification waits for the agent."""
+    """A bake-and-swap as the policy user with ssh_interface = "session_manager" (Packer makes its
+    temporary instance profile and opens its tunnel, verification waits for the agent), the AMI
+    shared with another account and its parameter shared with it through RAM."""
     folder = tmp_path_factory.mktemp("policy-user-session-manager")
     reset(moto_endpoint)
     with as_the_policy_user(folder, moto_endpoint, session_manager=True) as project:
@@ -289,6 +300,8 @@ def test_a_run_through_session_manager_is_within_the_policy(
     assert iam_requests.refused(run.policy, checks) == []
     scoped = {(check.caller, check.action) for check in checks if check.resource != "*"}
     assert {
+        ("boto3", "ram:CreateResourceShare"),
+        ("boto3", "ssm:PutParameter"),
         ("packer", "iam:CreateRole"),
         ("packer", "iam:PutRolePolicy"),
         ("packer", "iam:AddRoleToInstanceProfile"),

@@ -210,6 +210,8 @@ PASSED_TO_EC2 = {"iam:PassedToService": ("ec2.amazonaws.com",)}
             False,
         ),
         ("ec2:DeregisterImage", "arn:aws:ec2:ap-south-1::image/ami-1", {}, False),
+        ("ec2:EnableImageDeprecation", "arn:aws:ec2:eu-west-1::image/ami-1", {}, True),
+        ("ec2:DisableImage", "arn:aws:ec2:us-east-1::image/ami-1", {}, True),
         ("elasticloadbalancing:ModifyListener", f"{ELB}:listener/app/demo/1/2", {}, True),
         ("elasticloadbalancing:ModifyListener", f"{ELB}:listener/app/shop/1/2", {}, False),
         (
