@@ -136,7 +136,7 @@ class App:
             spec = self.config.images[spec.value].base_for(self.config.target)
         if not parents:
             return
-        self.target.prepare()
+        self.target.prepare(machines=False)
         for parent in parents:
             if images.published(self.target.cloud, parent) is None:
                 self.console.line(f"image {parent} has no verified AMI yet; baking it first")

@@ -211,7 +211,7 @@ def status(app: App, service: str) -> None:
     from bake import plan as plan_module
 
     service_config = app.config.service(service)
-    app.target.prepare()
+    app.target.prepare(machines=False)
     state = bluegreen.describe(app.target.cloud, service_config)
     image = plan_module.plan_image(app.config, app.target, service_config.image)
     lines = [f"service {service}"]
@@ -300,7 +300,7 @@ def plan(app: App) -> None:
     """Show, for each image, what a bake would start from and whether it is stale."""
     from bake import plan as plan_module
 
-    app.target.prepare()
+    app.target.prepare(machines=False)
     plans = plan_module.plan(app.config, app.target)
     lines = [f"{p.image:<12} {p.action:<11} {p.reason}" for p in plans]
     emit(app, [p.to_dict() for p in plans], "\n".join(lines))
@@ -390,10 +390,12 @@ def local_up(app: App) -> None:
 @json_flag
 @pass_app
 def local_down(app: App) -> None:
-    """Stop the machines, the load balancer and the local cloud. History and images are kept."""
-    from bake.local import cloud, dataplane
+    """Stop the machines, the load balancer, the package cache and the local cloud. History,
+    images and cached packages are kept."""
+    from bake.local import cloud, dataplane, packagecache
 
     machines = dataplane.down(app.runner, app.state, app.config)
+    packagecache.down(app.state)
     stopped = cloud.down(app.state)
     emit(
         app,
@@ -413,13 +415,14 @@ def local_status(app: App) -> None:
 
 def local_status_of(app: App) -> dict[str, Any]:
     """The local cloud's status with the data plane's `services` and `machines`."""
-    from bake.local import cloud, dataplane
+    from bake.local import cloud, dataplane, packagecache
 
     info = cloud.status(app.state)
     plane = dataplane.status(app.state)
     return {
         **info,
         "data_plane": {"running": plane["running"], "log": plane["log"]},
+        "package_cache": packagecache.status(app.state),
         "services": plane["services"],
         "machines": plane["machines"],
     }
@@ -435,6 +438,9 @@ def describe_local(info: dict[str, Any]) -> str:
     lines = [f"local cloud running at {info['endpoint']} ({info['region']}, pid {info['pid']})"]
     if not info["data_plane"]["running"]:
         lines.append("data plane not running (no machines, no load balancer)")
+    cache = info.get("package_cache") or {}
+    if cache.get("running"):
+        lines.append(f"package cache at 127.0.0.1:{cache['port']} (files in {cache['directory']})")
     for name, service in sorted(info["services"].items()):
         lines.append(f"service {name} at {service['url']}")
     rows = [[*MACHINE_COLUMNS, "state", "health"]]

@@ -22,6 +22,9 @@ def patch(step: PatchStep, context: StepContext) -> list[Block]:
         "BAKE_SUITE": step.suite,
         "BAKE_MIRROR": step.mirror or context.mirror,
         "BAKE_SECURITY_MIRROR": step.security_mirror or context.security_mirror,
+        # the host's package cache on the local target (empty elsewhere): a build variable, so
+        # its address is not part of the build's inputs
+        "BAKE_APT_PROXY": Expr("var.apt_proxy"),
     }
     return [shell_block("patch", context, context.scripts / "patch.sh", env)]
 

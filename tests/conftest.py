@@ -155,7 +155,7 @@ class StubTarget:
     cloud: Cloud
     name: str = "local"
 
-    def prepare(self) -> None:
+    def prepare(self, machines: bool = True) -> None:
         """The test's cloud is already running."""
 
 

@@ -17,7 +17,7 @@ class Prepare(Stage):
 
     def run(self) -> Outcome:
         ctx = self.ctx
-        ctx.target.prepare()
+        ctx.target.prepare(machines=ctx.service is not None)
         if ctx.service is None:
             return Outcome.done(f"{ctx.target.name} target ready")
         try:

@@ -116,9 +116,10 @@ class Target(ABC):
 
     # images
 
-    def prepare(self) -> None:
+    def prepare(self, machines: bool = True) -> None:
         """Make the target ready for a run that needs the cloud (the local target starts and
-        seeds its cloud); nothing to do by default."""
+        seeds its cloud, and with `machines` the data plane its services run on); nothing to do
+        by default."""
 
     @abstractmethod
     def resolve_base(self, image: ImageConfig) -> SourceImage:
@@ -143,6 +144,10 @@ class Target(ABC):
     @abstractmethod
     def ensure_ami(self, built: Built) -> str:
         """The AMI id of a build, registering it on the local target when needed."""
+
+    def suite_environment(self) -> dict[str, str]:
+        """What the image suites are told of this target's images (BAKE_EXPECT_* variables)."""
+        return {}
 
     def login_user(self, ami: str, where: str) -> str | None:
         """The user SSH logs into instances of `ami` as, when the target reads it from the AMI

@@ -18,7 +18,7 @@ from bake.config import Config, ImageConfig
 from bake.console import Console
 from bake.errors import BakeError, InputError
 from bake.history import History
-from bake.local import basedisk, dataplane, imds, qemu, seed
+from bake.local import basedisk, dataplane, imds, packagecache, qemu, seed
 from bake.local import cloud as local_cloud
 from bake.local.machines import read_records
 from bake.local.store import ImageStore
@@ -45,6 +45,7 @@ class LocalTarget(Target):
         self.store = ImageStore(state.store, history)
         self._cloud: Cloud | None = None
         self._prepared = False
+        self._machines_up = False
 
     @property
     def cloud(self) -> Cloud:
@@ -97,7 +98,30 @@ class LocalTarget(Target):
         }
 
     def build_variables(self, work: Path) -> dict[str, str]:
-        return {"output_directory": str(work / "output")}
+        """Where Packer writes the disk, and the host's package cache the build machine's apt
+        goes through."""
+        return {
+            "output_directory": str(work / "output"),
+            "apt_proxy": self.apt_proxy(packagecache.PACKER_GUEST_HOST),
+        }
+
+    def apt_proxy(self, guest_host: str) -> str:
+        """The host's package cache (started if needed) as the proxy a machine that reaches this
+        host at `guest_host` gives apt: shared by every bake, so a day's bakes download each
+        package once. A cache that cannot start costs speed, not the build ("": no proxy)."""
+        try:
+            return packagecache.up(self.runner, self.state).proxy_for(guest_host)
+        except BakeError as exc:
+            self.console.line(
+                f"    package cache unavailable ({exc.message}); machines download from the "
+                "mirrors themselves"
+            )
+            return ""
+
+    def suite_environment(self) -> dict[str, str]:
+        """The initramfs settings the local base disk gives every image built on it."""
+        settings = basedisk.FILE_VARIABLES["etc/initramfs-tools/initramfs.conf"]
+        return {"BAKE_EXPECT_INITRAMFS": " ".join(f"{k}={v}" for k, v in settings.items())}
 
     def chef_package_url(self, url: str) -> str:
         raise InputError(
@@ -110,21 +134,28 @@ class LocalTarget(Target):
 
     # the local cloud
 
-    def prepare(self) -> None:
-        """Start the local cloud if needed, re-seed it if it was restarted, and start the data
-        plane (machines and the load balancer) when the host has the memory it needs."""
-        if self._prepared:
-            return
-        machines = self.settings.machines and bool(self.config.services)
-        if machines and dataplane.running(self.state) is None:
-            dataplane.check_memory(self.config, self.state)
-        base_ami = self.base_ami()
-        if seed.ensure_seeded(self.cloud, self.config, base_ami):
-            self.console.line(
-                f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})"
-            )
-            self._republish_verified()
-        if machines:
+    def prepare(self, machines: bool = True) -> None:
+        """Start the local cloud if needed, re-seed it if it was restarted, and, with `machines`,
+        start the data plane (machines and the load balancer) when the host has the memory it
+        needs. A run of an image alone needs no service machines: it leaves them to the next run
+        of a service, so they do not compete with the build for the host's cores."""
+        start_machines = (
+            machines
+            and not self._machines_up
+            and self.settings.machines
+            and bool(self.config.services)
+        )
+        if start_machines and dataplane.running(self.state) is None:
+            dataplane.check_memory(self.config, self.state)  # before anything starts
+        if not self._prepared:
+            base_ami = self.base_ami()
+            if seed.ensure_seeded(self.cloud, self.config, base_ami):
+                self.console.line(
+                    f"    local cloud at {self.cloud.endpoint_url} seeded (base {base_ami})"
+                )
+                self._republish_verified()
+            self._prepared = True
+        if start_machines:
             dataplane.up(
                 self.runner,
                 self.state,
@@ -132,7 +163,7 @@ class LocalTarget(Target):
                 self.cloud.endpoint_url or "",
                 self.console.line,
             )
-        self._prepared = True
+            self._machines_up = True
 
     def base_ami(self, suite: str = "bookworm") -> str:
         """The AMI of the local Debian base disk, building the disk when its inputs changed."""

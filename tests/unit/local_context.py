@@ -26,6 +26,9 @@ class StubbedLocalTarget(LocalTarget):
     keypair = (Path("/keys/id_ed25519"), Path("/keys/id_ed25519.pub"))
     source: SourceImage | None = None
 
+    def apt_proxy(self, guest_host: str) -> str:
+        return f"http://{guest_host}:3142/"
+
     def resolve_base(self, image: Any) -> SourceImage:
         assert self.source is not None, "set target.source first"
         return self.source

@@ -30,7 +30,7 @@ class RecordingTarget:
     def __init__(self) -> None:
         self.prepared = 0
 
-    def prepare(self) -> None:
+    def prepare(self, machines: bool = True) -> None:
         self.prepared += 1
 
 

@@ -66,7 +66,7 @@ def test_validate_gets_every_variable_and_the_rendered_file(tmp_path: Path) -> N
     given = {validate[i + 1].split("=", 1)[0] for i, arg in enumerate(validate) if arg == "-var"}
     declared = {name: block[name] for block in parse_rendered(ctx)["variable"] for name in block}
     assert given == {name for name, body in declared.items() if "default" not in body}
-    assert set(declared) - given == {"chef_package_url"}
+    assert set(declared) - given == {"chef_package_url", "apt_proxy"}
     assert validate[-1] == str(ctx.state.rendered("base", "local"))
 
 
