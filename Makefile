@@ -65,6 +65,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
+	$(VENV)/bin/python bench/local_bake.py
 	$(VENV)/bin/python bench/bake_overhead.py
 	$(VENV)/bin/python bench/machines.py
 	$(VENV)/bin/python bench/rollout.py

@@ -55,6 +55,41 @@ def open_archive(
     return indexes
 
 
+@dataclass(frozen=True)
+class PatchPlan:
+    """What the archive decides for a build: its part of the build digest, and, when they are
+    known, the updates the patch step will apply and the indexes they were read from."""
+
+    digest_input: str
+    updates: list[Update] | None = None
+    indexes: archive.Archive | None = None
+
+
+def patch_plan(
+    image: ImageConfig,
+    mirrors: Mirrors,
+    state: StateDir,
+    source_packages: list[Package] | None,
+    warn: Callable[[str], None],
+) -> PatchPlan:
+    """The updates the image's patch step would apply to its source, and the digest of them, so
+    a build is redone when, and only when, they change. An image without a patch step takes
+    nothing from the archive's updates."""
+    suites = patch_suites(image, mirrors)
+    if suites is None:
+        return PatchPlan("")
+    if source_packages is None:
+        return PatchPlan(SOURCE_UNKNOWN)
+    try:
+        indexes = open_archive(state, suites, mirrors.keyring)
+        updates = indexes.pending(source_packages)
+    except BakeError as exc:
+        # The build machine may reach a mirror the host cannot; the build itself still patches.
+        warn(f"    the archive's indexes cannot be read ({exc.message}); the build is not reused")
+        return PatchPlan(f"archive=unreadable:{exc.message}")
+    return PatchPlan(f"updates={archive.updates_digest(updates)}", updates, indexes)
+
+
 def archive_input(
     image: ImageConfig,
     mirrors: Mirrors,
@@ -62,21 +97,8 @@ def archive_input(
     source_packages: list[Package] | None,
     warn: Callable[[str], None],
 ) -> str:
-    """The part of the build digest that the archive decides: the digest of the updates the patch
-    step would apply to the source, so a build is redone when, and only when, they change. An
-    image without a patch step takes nothing from the archive's updates."""
-    suites = patch_suites(image, mirrors)
-    if suites is None:
-        return ""
-    if source_packages is None:
-        return SOURCE_UNKNOWN
-    try:
-        updates = open_archive(state, suites, mirrors.keyring).pending(source_packages)
-    except BakeError as exc:
-        # The build machine may reach a mirror the host cannot; the build itself still patches.
-        warn(f"    the archive's indexes cannot be read ({exc.message}); the build is not reused")
-        return f"archive=unreadable:{exc.message}"
-    return f"updates={archive.updates_digest(updates)}"
+    """The part of the build digest that the archive decides (see `patch_plan`)."""
+    return patch_plan(image, mirrors, state, source_packages, warn).digest_input
 
 
 def pending_for_image(

@@ -9,6 +9,8 @@ from functools import total_ordering
 from bake.errors import BakeError
 from bake.runner import Runner
 
+# The prefix of the lines provisioning scripts print to say what they are doing.
+PROGRESS_MARKER = "bake-progress: "
 PACKER_ENV = {"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
 _VERSION = re.compile(r"Packer v?(\d+)\.(\d+)\.(\d+)")
 
@@ -72,6 +74,16 @@ class MachineLine:
             if text.startswith("==>"):
                 _, _, rest = text.partition(": ")
                 return (rest or text).strip()
+        return None
+
+    @property
+    def progress(self) -> str | None:
+        """What a provisioning script says it is doing (`bake-progress: unpacking perl (2 of
+        25)`), if this line says it."""
+        if self.kind == "ui" and len(self.data) >= 2 and self.data[0] == "message":
+            _, marker, rest = self.data[1].partition(PROGRESS_MARKER)
+            if marker:
+                return rest.strip()
         return None
 
     @property

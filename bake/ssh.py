@@ -5,6 +5,8 @@ Every call goes through the Runner; the same key and config serve testinfra's ss
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,11 @@ from bake.errors import BakeError
 from bake.runner import Completed, Runner
 
 KEY_NAME = "id_ed25519"
+# A shared connection outlives its last command by this long, and its socket is named by the hash
+# of the local host, remote host, port and user (%C): a Unix socket's name is at most 108 bytes.
+CONTROL_PERSIST = "30s"
+CONTROL_NAME = "%C"
+SOCKET_PATH_MAX = 100
 CONFIG_NAME = "ssh_config"
 
 SSH_OPTIONS = {
@@ -64,12 +71,30 @@ def ensure_keypair(runner: Runner, directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def control_directory(directory: Path) -> Path:
+    """Where the sockets of shared connections live: beside the config, unless that path is too
+    long for a socket's name (then a private folder under the system's temporary directory)."""
+    sockets = directory.resolve() / "connections"
+    if len(str(sockets)) + len(CONTROL_NAME) + 40 > SOCKET_PATH_MAX:
+        sockets = Path(tempfile.gettempdir()) / f"goldenbake-ssh-{os.getuid()}"
+    sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return sockets
+
+
 def write_ssh_config(directory: Path, proxy_command: str | None = None) -> Path:
-    """An ssh_config for throwaway machines: no host key checks, no prompts, quick failures; with
-    `proxy_command`, for the machines reached through it (write it beside that machine's key)."""
+    """An ssh_config for throwaway machines: no host key checks, no prompts, quick failures, and
+    one connection per machine that every command shares (each command a channel of it, not a
+    key exchange of its own: the suites run dozens); with `proxy_command`, for the machines
+    reached through it (write it beside that machine's key)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_NAME
-    options = {**SSH_OPTIONS, **({"ProxyCommand": proxy_command} if proxy_command else {})}
+    options = {
+        **SSH_OPTIONS,
+        "ControlMaster": "auto",
+        "ControlPersist": CONTROL_PERSIST,
+        "ControlPath": str(control_directory(directory) / CONTROL_NAME),
+        **({"ProxyCommand": proxy_command} if proxy_command else {}),
+    }
     body = "Host *\n" + "".join(f"    {key} {value}\n" for key, value in options.items())
     if not path.is_file() or path.read_text(encoding="utf-8") != body:
         path.write_text(body, encoding="utf-8")
@@ -91,6 +116,12 @@ def ssh_argv(host: SshHost, command: str) -> list[str]:
         f"{host.user}@{host.host}",
         command,
     ]
+
+
+def close_shared(runner: Runner, host: SshHost) -> None:
+    """End the connection the commands to `host` share (and a proxy behind it), now rather than
+    when it has been idle for CONTROL_PERSIST; nothing to do when there is none."""
+    runner.run(["ssh", "-O", "exit", *ssh_argv(host, "")[1:]], check=False, timeout=15)
 
 
 def run(

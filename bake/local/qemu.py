@@ -236,9 +236,10 @@ def boot(
     metadata: str | None = None,
     record: Callable[[int], None] | None = None,
 ) -> Iterator[VM]:
-    """Boot a machine from `disk` and yield it once SSH answers; power it off on every path.
+    """Boot a machine from `disk` and yield it once SSH answers; stop it on every path.
 
-    With `overlay` the machine writes to a throwaway qcow2 on top of `disk`, never to `disk`.
+    With `overlay` the machine writes to a throwaway qcow2 on top of `disk`, never to `disk`, and
+    QEMU is simply stopped at the end; without, the machine is powered off first.
     `metadata` serves the guest's instance metadata (see `machine_argv`). `record(pid)` hears of
     the QEMU process the moment it starts.
     """
@@ -268,7 +269,10 @@ def boot(
     finally:
         try:
             if process is not None:
-                _shut_down(runner, host, process, poweroff=answered)
+                # A machine on a throwaway overlay is stopped at once: nothing it wrote is kept.
+                if answered and overlay_path is not None:
+                    ssh.close_shared(runner, host)
+                _shut_down(runner, host, process, poweroff=answered and overlay_path is None)
         finally:
             if overlay_path is not None:
                 overlay_path.unlink(missing_ok=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bake import chef, freshness, inventory, packer
 from bake.console import Progress, duration
-from bake.errors import CommandFailed, StageFailed
-from bake.packages import Package, parse_dpkg_query
+from bake.errors import BakeError, CommandFailed, StageFailed
+from bake.packages import Package, describe_updates, parse_dpkg_query
 from bake.records import Built, Rendered, SourceImage
 from bake.stages.base import Outcome, Stage
 from bake.stages.render import render_image
@@ -62,9 +62,10 @@ class Build(Stage):
         source_packages = inventory.Inventory(ctx.history.path).packages(
             source.artifact, source.ami
         )
-        archived = freshness.archive_input(
+        plan = freshness.patch_plan(
             image, ctx.target.mirrors(), ctx.state, source_packages, ctx.console.line
         )
+        archived = plan.digest_input
         digest = build_digest(inputs, source, archived)
         if not ctx.options.rebuild:
             for earlier in ctx.history.builds(image.name, digest):
@@ -73,8 +74,12 @@ class Build(Stage):
                         f"inputs {digest[:12]} already built by run {earlier.run_id}",
                         earlier.built(),
                     )
+        if plan.updates is not None:
+            ctx.console.line(
+                f"    {len(plan.updates)} updates to apply: {describe_updates(plan.updates, 3)}"
+            )
         built = dataclasses.replace(
-            self._packer_build(rendered, source, digest), inputs_digest=inputs
+            self._packer_build(rendered, source, digest, plan), inputs_digest=inputs
         )
         ctx.history.record_build(ctx.run_id, built)
         if archived == freshness.SOURCE_UNKNOWN:
@@ -84,7 +89,9 @@ class Build(Stage):
             built,
         )
 
-    def _packer_build(self, rendered: Rendered, source: SourceImage, digest: str) -> Built:
+    def _packer_build(
+        self, rendered: Rendered, source: SourceImage, digest: str, plan: freshness.PatchPlan
+    ) -> Built:
         ctx, image = self.ctx, self.ctx.require_image()
         with ctx.state.scratch(f"build-{image.name}-{ctx.run_id}") as work:
             manifest_path = work / "manifest.json"
@@ -102,11 +109,38 @@ class Build(Stage):
             if package := chef.s3_package_url(image):
                 variables["chef_package_url"] = ctx.target.chef_package_url(package)
             self._run_packer(rendered.path, variables, work)
+            self._check_patched(lists / inventory.IMAGE_LIST, plan)
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             built = ctx.target.collect(manifest, image, digest, source)
             self._record_packages(built, source, lists)
         ctx.record_resource("ami" if built.ami else "artifact", built.ami or built.artifact or "")
         return built
+
+    def _check_patched(self, image_list: Path, plan: freshness.PatchPlan) -> None:
+        """An image with a patch step must leave the build with nothing pending: its package list
+        against the archive's indexes, read on the host, before its disk or AMI is kept."""
+        ctx, image = self.ctx, self.ctx.require_image()
+        if not freshness.has_patch_step(image) or not image_list.is_file():
+            return
+        indexes = plan.indexes
+        if indexes is None:
+            suites = freshness.patch_suites(image, ctx.target.mirrors()) or []
+            try:
+                indexes = freshness.open_archive(ctx.state, suites, ctx.target.mirrors().keyring)
+            except BakeError as exc:
+                ctx.console.line(
+                    f"    cannot check for updates left pending ({exc.message}); "
+                    "the verification suites check the machine"
+                )
+                return
+        pending = indexes.pending(parse_dpkg_query_file(image_list))
+        if pending:
+            raise StageFailed(
+                "build",
+                f"{len(pending)} updates still pending after the patch step: "
+                f"{describe_updates(pending, 3)}",
+                hint="see the build log; the archive may have changed during the build",
+            )
 
     def _alias_by_content(self, built: Built, inputs: str, source: SourceImage) -> None:
         """A build named before its source's packages were known answers, from now on, to the
@@ -153,18 +187,19 @@ class Build(Stage):
                 return
             if parsed.error:
                 errors.append(parsed.error)
-            progress.update(parsed.step)
+            progress.update(parsed.step, parsed.progress)
 
         try:
-            ctx.runner.stream(
-                [*argv, str(template)],
-                on_line=on_line,
-                log_path=log_path,
-                env={**packer.PACKER_ENV, **ctx.target.packer_environment()},
-                timeout=image.build_timeout,
-                cwd=work,
-                stop_grace=image.stop_grace,
-            )
+            with progress:
+                ctx.runner.stream(
+                    [*argv, str(template)],
+                    on_line=on_line,
+                    log_path=log_path,
+                    env={**packer.PACKER_ENV, **ctx.target.packer_environment()},
+                    timeout=image.build_timeout,
+                    cwd=work,
+                    stop_grace=image.stop_grace,
+                )
         except CommandFailed:
             reason = errors[-1].splitlines()[0] if errors else "see the log"
             raise StageFailed(

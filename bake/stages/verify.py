@@ -165,6 +165,10 @@ class Verify(Stage):
                 "BAKE_EXPECT_IMAGE": image.name,
                 "BAKE_EXPECT_DIGEST": built.digest,
                 "BAKE_EXPECT_SOURCE_AMI": built.source_ami,
+                # the archive's signed indexes the host keeps, for the suites' package checks
+                "BAKE_STATE_DIR": str(ctx.state.root),
+                "BAKE_ARCHIVE_KEYRING": str(ctx.target.mirrors().keyring),
+                **ctx.target.suite_environment(),
             },
         )
 

@@ -280,7 +280,10 @@ class AwsTarget(Target):
                 )
             self.console.line(f"    {launched.instance_id} at {launched.address}: waiting for SSH")
             ssh.wait_for_ssh(self.runner, host, timeout=self.settings.boot_timeout)
-            yield host
+            try:
+                yield host
+            finally:
+                ssh.close_shared(self.runner, host)  # and its Session Manager session
 
     def _check_session_manager(self, image: ImageConfig, profile: str | None) -> None:
         """What SSH through Session Manager needs on both ends, before anything is launched."""

@@ -20,6 +20,7 @@ import pytest
 from bake import ssh
 from bake.aws import ssm_proxy
 from bake.aws.session import Cloud
+from bake.polling import wait_until
 from tests.integration.ssm_sessions import SessionManager, install_plugin, plugin_starts
 from tests.request_shapes import problems
 
@@ -141,7 +142,8 @@ def test_ssh_itself_goes_through_the_proxy_to_the_instance_it_names(
     (started,) = plugin_starts(log)
     assert json.loads(started["argv"][4])["Target"] == instance, "ssh's %h: the instance id"
     assert json.loads(started["argv"][4])["Parameters"] == {"portNumber": [str(port)]}
-    assert len(sessions.calls("TerminateSession")) == 1
+    # ssh hangs up on the proxy as it exits; the proxy then ends the session, a moment later.
+    assert wait_until(lambda: len(sessions.calls("TerminateSession")) == 1, 10, interval=0.1)
 
 
 def test_the_proxy_command_carries_the_pipelines_identity() -> None:

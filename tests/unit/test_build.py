@@ -232,6 +232,14 @@ def test_a_new_update_in_the_archive_builds_again_and_nothing_new_reuses(ctx, mi
 
     publish(mirror, {"bookworm-security": ["openssl 3.0.18-1~deb12u1 amd64"]})
     (ctx.state.root / "archive" / "state.json").unlink()  # as if the cache had aged
+    newer = dataclasses.replace(OPENSSL_AFTER, version="3.0.18-1~deb12u1")
+
+    def patched_again(argv: list[str]) -> None:
+        fake_packer_build(argv)
+        lists = Path(var(argv, "inventory_directory"))
+        (lists / "packages.tsv").write_text(format_dpkg_query([newer, NGINX]))
+
+    ctx.runner.on(lambda argv: argv[:2] == ["packer", "build"], effect=patched_again)
     ctx.run_id = "r3"
     third = Build(ctx).run()
 
@@ -305,3 +313,76 @@ def test_a_known_source_list_is_not_replaced_by_a_later_build(ctx) -> None:
     Build(ctx).run()
 
     assert known.packages(ctx.target.source.artifact) == [OPENSSL_AFTER]
+
+
+def test_the_build_machine_goes_through_the_hosts_package_cache(ctx) -> None:
+    Build(ctx).run()
+    (argv,) = packer_builds(ctx)
+    assert var(argv, "apt_proxy") == "http://10.0.2.2:3142/"
+    rendered = ctx.state.rendered("base", "local").read_text()
+    assert '"BAKE_APT_PROXY=${var.apt_proxy}"' in rendered
+    assert 'disk_cache           = "unsafe"' in rendered
+
+
+def test_the_updates_to_apply_are_said_before_the_build(ctx) -> None:
+    Inventory(ctx.history.path).record(ctx.target.source.artifact, "base disk", [OPENSSL_BEFORE])
+    stream = io.StringIO()
+    ctx.console = Console(stream)
+
+    Build(ctx).run()
+
+    assert (
+        "1 updates to apply: openssl 3.0.15-1~deb12u1 -> 3.0.17-1~deb12u2 (bookworm-security)"
+        in stream.getvalue()
+    )
+
+
+def test_an_update_left_pending_fails_the_build_before_its_disk_is_kept(ctx) -> None:
+    def unpatched(argv: list[str]) -> None:
+        fake_packer_build(argv)
+        lists = Path(var(argv, "inventory_directory"))
+        (lists / "packages.tsv").write_text(format_dpkg_query([OPENSSL_BEFORE, NGINX]))
+
+    ctx.runner.on(
+        lambda argv: argv[:2] == ["packer", "build"],
+        stdout="\n".join(PACKER_OUTPUT),
+        effect=unpatched,
+    )
+
+    with pytest.raises(StageFailed) as raised:
+        Build(ctx).run()
+
+    assert raised.value.message == (
+        "build: 1 updates still pending after the patch step: "
+        "openssl 3.0.15-1~deb12u1 -> 3.0.17-1~deb12u2 (bookworm-security)"
+    )
+    assert ctx.history.builds("base") == []
+    assert list(ctx.target.store.directory.rglob("*.qcow2")) == [], "no disk kept"
+
+
+def test_an_image_without_a_patch_step_is_not_held_to_the_archive(tmp_path: Path, mirror) -> None:
+    publish(mirror, ARCHIVE)
+    ctx = make_context(
+        tmp_path,
+        local={
+            "mirror": f"{mirror.url}/debian",
+            "security_mirror": f"{mirror.url}/debian-security",
+            "archive_keyring": str(mirror.signer.keyring),
+        },
+        steps=["harden"],
+    )
+    base = tmp_path / "base.qcow2"
+    base.write_bytes(b"base disk")
+    sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    ctx.target.source = SourceImage(
+        "ami-0base", "", {"source_disk": str(base), "source_checksum": f"sha256:{sha}"}, sha
+    )
+
+    def unpatched(argv: list[str]) -> None:
+        fake_packer_build(argv)
+        lists = Path(var(argv, "inventory_directory"))
+        (lists / "packages.tsv").write_text(format_dpkg_query([OPENSSL_BEFORE]))
+
+    ctx.runner.on(lambda argv: argv[:2] == ["packer", "build"], effect=unpatched)
+
+    assert Build(ctx).run().status == "succeeded"

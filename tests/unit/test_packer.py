@@ -60,3 +60,15 @@ def test_machine_readable_artifact_and_error_lines() -> None:
     message = MachineLine.parse("1606,,ui,message,    qemu.base: Setting up linux-image")
     assert message is not None and message.step is None
     assert "Setting up linux-image" in message.text
+
+
+def test_a_provisioning_script_says_what_it_is_doing() -> None:
+    line = MachineLine.parse(
+        "1606,,ui,message,    qemu.base: bake-progress: unpacking perl (2 of 25)"
+    )
+    assert line is not None and line.progress == "unpacking perl (2 of 25)"
+    assert line.step is None
+    other = MachineLine.parse("1606,,ui,message,    qemu.base: Unpacking perl (5.36.0-7) ...")
+    assert other is not None and other.progress is None
+    said = MachineLine.parse("1606,,ui,say,==> qemu.base: bake-progress: not a message")
+    assert said is not None and said.progress is None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,48 @@ def test_ssh_config_disables_prompts_and_host_key_checks(tmp_path: Path) -> None
     assert "ConnectTimeout 5" in lines
     assert "ServerAliveInterval 10" in lines
     assert "LogLevel ERROR" in lines
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A folder whose path leaves room for a socket's name (pytest's own are too deep)."""
+    with tempfile.TemporaryDirectory(prefix="bk", dir="/tmp") as name:
+        yield Path(name)
+
+
+def test_commands_to_a_machine_share_one_connection(short_dir: Path) -> None:
+    path = ssh.write_ssh_config(short_dir)
+
+    lines = {line.strip() for line in path.read_text().splitlines()}
+    assert "ControlMaster auto" in lines
+    assert "ControlPersist 30s" in lines
+    sockets = short_dir.resolve() / "connections"
+    assert f"ControlPath {sockets}/%C" in lines, "an absolute path, whatever the cwd"
+    assert sockets.is_dir() and sockets.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_socket_folder_too_deep_for_a_socket_name_moves_to_the_temporary_folder(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    deep = tmp_path / ("d" * 60)
+
+    sockets = ssh.control_directory(deep)
+
+    assert sockets.parent == Path(tempfile.gettempdir())
+    assert len(str(sockets / "%C")) + 40 <= ssh.SOCKET_PATH_MAX + 2
+    assert ssh.control_directory(short_dir) == short_dir.resolve() / "connections"
+
+
+def test_the_shared_connection_is_closed_on_purpose(tmp_path: Path) -> None:
+    runner = FakeRunner().on("ssh", returncode=255)  # none open: nothing to close, no error
+    host = _host(tmp_path)
+
+    ssh.close_shared(runner, host)
+
+    assert runner.calls == [
+        ["ssh", "-O", "exit", "-F", str(host.config_file), "-i", str(host.identity_file),
+         "-p", "2222", "root@127.0.0.1", ""]
+    ]  # fmt: skip
 
 
 def test_run_builds_the_ssh_command_line(tmp_path: Path) -> None:
