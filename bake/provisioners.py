@@ -14,7 +14,16 @@ from typing import Any
 from bake import chef, inventory
 from bake.blocks import Block, Expr, StepContext, shell_block
 from bake.config import ImageConfig
-from bake.steps import HardenStep, LineageStep, PatchStep, SealStep, ShellStep, SsmAgentStep
+from bake.local import logsink
+from bake.steps import (
+    HardenStep,
+    LineageStep,
+    PatchStep,
+    SealStep,
+    ShellStep,
+    ShipLogsStep,
+    SsmAgentStep,
+)
 
 
 def patch(step: PatchStep, context: StepContext) -> list[Block]:
@@ -75,6 +84,28 @@ def ssm_agent_user_data(scripts: Path, image: ImageConfig) -> str:
     return f"{shebang}\n{pins}{body}"
 
 
+def ship_logs(step: ShipLogsStep, context: StepContext) -> list[Block]:
+    """rsyslog to the host's collector on the local target; on aws, rsyslog and the CloudWatch
+    agent to the step's log group. The packages come through the host's cache where there is one,
+    as the patch step's do."""
+    env: dict[str, str] = {}
+    if context.target == "local":
+        env["BAKE_SHIP_LOGS_TO"] = "collector"
+        env["BAKE_SHIP_LOGS_COLLECTOR"] = f"{logsink.GUEST_ADDRESS}:{logsink.GUEST_PORT}"
+    else:
+        env["BAKE_SHIP_LOGS_TO"] = "cloudwatch"
+        env["BAKE_SHIP_LOGS_GROUP"] = step.group_for(context.image.name)
+        if step.retention_days is not None:
+            env["BAKE_SHIP_LOGS_RETENTION"] = str(step.retention_days)
+        env["BAKE_CLOUDWATCH_AGENT_VERSION"] = step.agent_version
+        if step.agent_sha256:
+            env["BAKE_CLOUDWATCH_AGENT_SHA256"] = step.agent_sha256
+    if step.files:
+        env["BAKE_SHIP_LOGS_FILES"] = " ".join(step.files)
+    env["BAKE_APT_PROXY"] = Expr("var.apt_proxy")
+    return [shell_block("ship-logs", context, context.scripts / "ship-logs.sh", env)]
+
+
 def seal(step: SealStep, context: StepContext) -> list[Block]:
     return [shell_block("seal", context, context.scripts / "seal.sh", {})]
 
@@ -87,6 +118,7 @@ PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "shell": shell,
     "chef": chef.provisioner_blocks,
     "ssm-agent": ssm_agent,
+    "ship-logs": ship_logs,
     "seal": seal,
 }
 

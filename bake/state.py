@@ -44,6 +44,10 @@ class StateDir:
         """The local target's cloud: its address, pid and log."""
         return self.root / "local"
 
+    def machine_logs(self, instance_id: str) -> Path:
+        """What a local machine shipped (bake.local.logsink writes it): kept after the machine."""
+        return self.local / "logs" / instance_id
+
     def rendered(self, image: str, target: str) -> Path:
         return self.root / "render" / image / f"{target}.pkr.hcl"
 

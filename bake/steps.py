@@ -30,6 +30,21 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AGENT_VERSION = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_CLOUDWATCH_AGENT_VERSION = re.compile(r"^\d+\.\d+\.\d+(b\d+)?$")
+# Characters a shipped file's path may have: they go unquoted through Packer's environment, the
+# shell, rsyslog's and the CloudWatch agent's configurations; * and ? are the wildcards.
+_LOG_FILE = re.compile(r"^/[A-Za-z0-9._+@=:,/*?-]+$")
+_LOG_GROUP = re.compile(r"^[A-Za-z0-9._/#-]{1,512}$")
+LOG_FILE_EXAMPLE = "/var/log/nginx/*.log"
+LOG_FILE_RULE = (
+    f'write an absolute path or glob such as "{LOG_FILE_EXAMPLE}" (letters, digits, '
+    ". _ - + @ = : , and the wildcards * and ?; no empty, . or .. part, no **)"
+)
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy), in days.
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)  # fmt: skip
 
 
 def _text(value: Any) -> Any:
@@ -107,6 +122,80 @@ class SsmAgentStep(Model):
                 'needs a pinned version (the latest package changes): add version = "X.Y.Z.N"'
             )
         return str(_sha256(digest))
+
+
+def _log_files(files: Any) -> Any:
+    if not isinstance(files, list | tuple):
+        raise ValueError(f'must be a list, such as files = ["{LOG_FILE_EXAMPLE}"]')
+    for path in files:
+        if not (isinstance(path, str) and _LOG_FILE.match(path)):
+            raise ValueError(f"entry {path!r} is wrong: {LOG_FILE_RULE}")
+        parts = path.split("/")[1:]
+        if "" in parts or "." in parts or ".." in parts or "**" in path:
+            raise ValueError(f"entry {path!r} is wrong: {LOG_FILE_RULE}")
+    repeated = sorted({path for path in files if files.count(path) > 1})
+    if repeated:
+        raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+    return tuple(files)
+
+
+def _log_group(group: Any) -> Any:
+    if not (isinstance(group, str) and _LOG_GROUP.match(group)):
+        raise ValueError(
+            f"{group!r} is not a CloudWatch Logs group name (1 to 512 of letters, digits and "
+            '_ - . / #, such as "/goldenbake/web")'
+        )
+    return group
+
+
+def _retention(days: Any) -> Any:
+    if isinstance(days, bool) or days not in RETENTION_DAYS:
+        raise ValueError(
+            f"{days!r} is not a retention CloudWatch Logs offers "
+            f"({', '.join(map(str, RETENTION_DAYS))} days)"
+        )
+    return days
+
+
+class ShipLogsStep(Model):
+    """The machine's logs off it as they are written: the journal (everything journald gets,
+    services' standard output included) and the application's `files`. On the local target
+    rsyslog sends them to the host's collector; on aws the CloudWatch agent sends them to
+    CloudWatch Logs (`log_group`, default /goldenbake/IMAGE), one stream per instance and file.
+    The aws options are accepted on the local target, where they do nothing, so that one
+    bake.toml serves both."""
+
+    kind: Literal["ship-logs"] = "ship-logs"
+    files: Annotated[tuple[str, ...], BeforeValidator(_log_files)] = ()
+    log_group: Annotated[str | None, BeforeValidator(_log_group)] = None
+    retention_days: Annotated[int | None, BeforeValidator(_retention)] = None
+    agent_version: Text = "latest"
+    agent_sha256: Text | None = None
+
+    @field_validator("agent_version")
+    @classmethod
+    def _agent_version(cls, version: str) -> str:
+        if version != "latest" and not _CLOUDWATCH_AGENT_VERSION.match(version):
+            raise ValueError(
+                f'{version!r} is wrong: write "latest" or a release such as "1.300040.0b650"'
+            )
+        return version
+
+    @field_validator("agent_sha256")
+    @classmethod
+    def _agent_digest(cls, digest: str | None, info: ValidationInfo) -> str | None:
+        if digest is None:
+            return None
+        if info.data.get("agent_version", "latest") == "latest":
+            raise ValueError(
+                "needs a pinned agent_version (the latest package changes): add "
+                'agent_version = "1.300040.0b650"'
+            )
+        return str(_sha256(digest))
+
+    def group_for(self, image: str) -> str:
+        """The log group the image's instances ship to."""
+        return self.log_group or f"/goldenbake/{image}"
 
 
 class SealStep(Model):
@@ -224,6 +313,7 @@ STEPS: dict[str, type[Model]] = {
     "shell": ShellStep,
     "chef": ChefStep,
     "ssm-agent": SsmAgentStep,
+    "ship-logs": ShipLogsStep,
 }
 CLIENTS: dict[str, type[Model]] = {
     "omnitruck": OmnitruckClient,
@@ -264,7 +354,7 @@ def _tagged(raw: Any) -> Any:
 
 
 Step = Annotated[
-    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep,
+    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep | ShipLogsStep,
     Field(discriminator="kind"),
     BeforeValidator(_tagged),
 ]

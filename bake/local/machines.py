@@ -1,10 +1,12 @@
 """The local target's service machines: one QEMU machine for every instance of a service.
 
 A machine boots a copy-on-write overlay of its AMI's disk from the image store, with SSH and HTTP
-forwarded to free ports on 127.0.0.1 and an instance metadata service at 169.254.169.254 that tells
-it who it is. Its record (pid, ports, directory) is written to `machines.json` the moment QEMU
-starts, so that a restarted supervisor adopts it and `bake local down` stops it. QEMU runs in its
-own session and outlives the supervisor.
+forwarded to free ports on 127.0.0.1, an instance metadata service at 169.254.169.254 that tells
+it who it is, and a log collector at 169.254.169.253:514 that keeps what it ships in
+`local/logs/INSTANCE_ID/`, which stays after the machine is gone. Its record (pid, ports,
+directories) is written to `machines.json` the moment QEMU starts, so that a restarted supervisor
+adopts it and `bake local down` stops it. QEMU runs in its own session and outlives the
+supervisor.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from bake import localhost, ssh
 from bake.config import LocalSettings
 from bake.errors import BakeError
-from bake.local import imds, qemu
+from bake.local import imds, logsink, qemu
 from bake.local.store import ImageStore
 from bake.polling import wait_until
 from bake.runner import Runner
@@ -79,6 +81,7 @@ class Machine:
     state: str = "booting"
     started: str = ""
     error: str = ""
+    logs: str = ""  # the folder its collector writes messages.log into; kept after the machine
 
     @property
     def path(self) -> Path:
@@ -199,6 +202,9 @@ class Fleet:
         directory.mkdir(parents=True, exist_ok=True)
         document = directory / "metadata.json"
         imds.write_document(document, self._document(instance))
+        logs = self.state.machine_logs(instance.instance_id)
+        logs.mkdir(parents=True, exist_ok=True)
+        machine.logs = str(logs)
         overlay = qemu.create_overlay(
             self.runner, self.store.path(sha256), "qcow2", directory / "disk.qcow2"
         )
@@ -213,6 +219,7 @@ class Fleet:
             ssh_port=machine.ssh_port,
             forwards={machine.http_port: GUEST_HTTP_PORT},
             metadata=imds.command(document, self.python),
+            logs=logsink.command(logs, python=self.python),
             tb_size=TB_SIZE,
         )
         process = self.runner.spawn(argv, log_path=directory / "qemu.log")
@@ -330,7 +337,8 @@ class Fleet:
             wait_until(lambda: not localhost.pid_alive(pid), KILL_GRACE, interval=0.2)
 
     def _remove_files(self, machine: Machine) -> None:
-        """The overlay and the metadata go; the console log stays, for a look after the fact."""
+        """The overlay and the metadata go; the console log stays, for a look after the fact, and
+        so does what the machine shipped (its `logs` folder is outside its directory)."""
         directory = machine.path
         for name in ("disk.qcow2", "metadata.json"):
             (directory / name).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bake import localhost, signals, ssh
 from bake.errors import BakeError, CommandTimedOut, InputError
+from bake.local import logsink
 from bake.runner import Process, Runner
 from bake.ssh import SshHost
 
@@ -173,6 +174,7 @@ def machine_argv(
     ssh_port: int | None = None,
     forwards: Mapping[int, int] | None = None,
     metadata: str | None = None,
+    logs: str | None = None,
     tb_size: int | None = None,
     kernel: Path | None = None,
     initrd: Path | None = None,
@@ -183,16 +185,19 @@ def machine_argv(
 
     `forwards` maps more host ports on 127.0.0.1 to guest ports. `metadata` is the command that
     answers each connection the guest opens to 169.254.169.254:80 (the instance metadata
-    service); the guest network is then 169.254.0.0/16, which QEMU requires of that address.
-    `tb_size` caps TCG's translation cache (MiB), which otherwise grows to 1 GiB of memory.
+    service), `logs` the one that takes each connection to 169.254.169.253:514 (the log
+    collector); with either, the guest network is 169.254.0.0/16, which QEMU requires of those
+    addresses. `tb_size` caps TCG's translation cache (MiB), which otherwise grows to 1 GiB.
     """
     netdev = "user,id=n0"
-    if metadata is not None:
+    if metadata is not None or logs is not None:
         netdev += f",net={METADATA_NET},host={METADATA_GATEWAY},dhcpstart={METADATA_GUEST}"
     ports = {**({ssh_port: 22} if ssh_port is not None else {}), **(forwards or {})}
     netdev += "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in ports.items())
     if metadata is not None:
         netdev += f",guestfwd=tcp:{METADATA_ADDRESS}:80-cmd:{metadata}"
+    if logs is not None:
+        netdev += f",guestfwd=tcp:{logsink.GUEST_ADDRESS}:{logsink.GUEST_PORT}-cmd:{logs}"
     accel = accelerator
     if tb_size is not None and accelerator == "tcg":
         accel += f",tb-size={tb_size}"
@@ -234,14 +239,15 @@ def boot(
     overlay: bool = True,
     disk_format: str = "qcow2",
     metadata: str | None = None,
+    logs: str | None = None,
     record: Callable[[int], None] | None = None,
 ) -> Iterator[VM]:
     """Boot a machine from `disk` and yield it once SSH answers; stop it on every path.
 
     With `overlay` the machine writes to a throwaway qcow2 on top of `disk`, never to `disk`, and
     QEMU is simply stopped at the end; without, the machine is powered off first.
-    `metadata` serves the guest's instance metadata (see `machine_argv`). `record(pid)` hears of
-    the QEMU process the moment it starts.
+    `metadata` serves the guest's instance metadata and `logs` collects the logs it ships (see
+    `machine_argv`). `record(pid)` hears of the QEMU process the moment it starts.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +261,7 @@ def boot(
             drive, drive_format = create_overlay(runner, disk, disk_format, overlay_path), "qcow2"
         argv = machine_argv(
             drive, drive_format=drive_format, accelerator=accelerator, memory=memory, cpus=cpus,
-            log_path=log_path, ssh_port=host.port, metadata=metadata, kernel=kernel,
+            log_path=log_path, ssh_port=host.port, metadata=metadata, logs=logs, kernel=kernel,
             initrd=initrd, append=append,
         )  # fmt: skip
         qemu_log = work_dir / "qemu.log"

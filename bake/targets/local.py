@@ -18,7 +18,7 @@ from bake.config import Config, ImageConfig
 from bake.console import Console
 from bake.errors import BakeError, InputError
 from bake.history import History
-from bake.local import basedisk, dataplane, imds, packagecache, qemu, seed
+from bake.local import basedisk, dataplane, imds, logsink, packagecache, qemu, seed
 from bake.local import cloud as local_cloud
 from bake.local.machines import read_records
 from bake.local.store import ImageStore
@@ -297,7 +297,8 @@ class LocalTarget(Target):
         """A QEMU machine on a throwaway overlay of the build's disk, recorded (as a
         `qemu-machine` with its pid) the moment QEMU starts, so that `bake recover` can stop it
         after the run is killed. Its metadata service says it is an instance of the build's AMI,
-        as a verification instance on EC2 is."""
+        as a verification instance on EC2 is; what it ships (the ship-logs step) goes to
+        `verify-IMAGE-messages.log` beside its console log in the run's folder."""
         log_path = self.state.run_dir(run_id) / f"verify-{image.name}-console.log"
         private_key, _ = self.keypair
         disk = self.store.path(built.artifact or "")
@@ -315,10 +316,22 @@ class LocalTarget(Target):
                 ssh_config=ssh.write_ssh_config(self.state.ssh),
                 boot_timeout=self.settings.boot_timeout,
                 metadata=self._verification_metadata(built, run_id, work),
+                logs=self._verification_logs(log_path.parent, image),
                 record=lambda pid: record("qemu-machine", str(pid)),
             ) as vm,
         ):
             yield vm.ssh
+
+    def _verification_logs(self, run_dir: Path, image: ImageConfig) -> str:
+        """The collector of a verification machine: into the run's folder, named for the image."""
+        try:
+            return logsink.command(run_dir, f"verify-{image.name}-messages.log")
+        except ValueError as exc:
+            raise InputError(
+                f"state directory {self.state.root}: {exc}",
+                hint="use a state directory whose path has no spaces, commas or quotes "
+                "(BAKE_STATE_DIR or state_dir in bake.toml)",
+            ) from None
 
     def _verification_metadata(self, built: Built, run_id: str, work: Path) -> str:
         """The metadata service of a verification machine: an instance id of its own, the AMI."""

@@ -104,10 +104,13 @@ def test_a_machine_boots_an_overlay_of_its_amis_disk_with_its_ports_and_metadata
     assert f"hostfwd=tcp:127.0.0.1:{machine.ssh_port}-:22" in netdev
     assert f"hostfwd=tcp:127.0.0.1:{machine.http_port}-:80" in netdev
     assert "net=169.254.0.0/16" in netdev
+    logs = state.local / "logs" / wanted.instance_id
     assert netdev.endswith(
-        f"guestfwd=tcp:169.254.169.254:80-cmd:/venv/bin/python -m bake.local.imds "
+        f",guestfwd=tcp:169.254.169.254:80-cmd:/venv/bin/python -m bake.local.imds "
         f"{directory / 'metadata.json'}"
+        f",guestfwd=tcp:169.254.169.253:514-cmd:/venv/bin/python -m bake.local.logsink {logs}"
     )
+    assert machine.logs == str(logs) and logs.is_dir()
     document = imds.read_document(directory / "metadata.json")
     assert (document.instance_id, document.ami_id) == (wanted.instance_id, AMI)
     assert document.user_data == b"#!/bin/sh\necho hi\n"
@@ -225,3 +228,39 @@ def test_ssh_answers_only_when_sshd_greets(tmp_path) -> None:
         thread.start()
         assert not machines.ssh_answers(port), "QEMU accepts and closes before the guest listens"
         thread.join()
+
+
+def test_what_a_machine_shipped_stays_after_it_is_stopped_or_forgotten(
+    state, store, stand_in
+) -> None:
+    """The point of shipping: an instance scaled in and its machine removed, its lines are kept."""
+    fleet = fleet_of(state, store, FakeRunner())
+    stopped = fleet.start(instance("i-0aaaaaaaaaaaaaaa1"))
+    Path(stopped.logs, "messages.log").write_text("the last request\n")
+    gone = Machine(
+        "i-0bbbbbbbbbbbbbbb2", "demo", "blue", AMI, str(state.local / "machines" / "gone"),
+        pid=999_999_99, state="running", logs=str(state.machine_logs("i-0bbbbbbbbbbbbbbb2")),
+    )  # fmt: skip
+    Path(gone.logs).mkdir(parents=True)
+    Path(gone.logs, "messages.log").write_text("its boot\n")
+    fleet.machines[gone.instance_id] = gone
+    fleet.save()
+
+    fleet.stop(stopped.instance_id)
+    fleet_of(state, store).load()  # the other machine's QEMU is gone: forgotten
+
+    assert machines.read_records(state) == []
+    assert not Path(stopped.directory).exists()
+    assert Path(stopped.logs) == state.local / "logs" / "i-0aaaaaaaaaaaaaaa1"
+    assert Path(stopped.logs, "messages.log").read_text() == "the last request\n"
+    assert Path(gone.logs, "messages.log").read_text() == "its boot\n"
+
+
+def test_local_status_names_each_machines_log_folder(state, store) -> None:
+    from bake.local import dataplane
+
+    started = fleet_of(state, store, FakeRunner()).start(instance("i-0aaaaaaaaaaaaaaa1"))
+
+    (listed,) = dataplane.status(state)["machines"]
+
+    assert listed["logs"] == started.logs == str(state.local / "logs" / "i-0aaaaaaaaaaaaaaa1")

@@ -168,6 +168,27 @@ def test_boot_uses_an_overlay_and_forwards_ssh(tmp_path: Path) -> None:
     assert (tmp_path / "artifact.qcow2").read_bytes() == b"artifact"
 
 
+def test_a_log_collector_is_forwarded_in_the_guest_network_it_needs(tmp_path: Path) -> None:
+    """169.254.169.253 must lie in the guest's network, as the metadata service's address does."""
+    collector = "/venv/bin/python -m bake.local.logsink /state/local/logs/i-1"
+    argv = qemu.machine_argv(
+        tmp_path / "disk.qcow2", drive_format="qcow2", accelerator="tcg", memory=512, cpus=1,
+        log_path=tmp_path / "console.log", ssh_port=2222, logs=collector,
+    )  # fmt: skip
+    assert argv[argv.index("-netdev") + 1] == (
+        "user,id=n0,net=169.254.0.0/16,host=169.254.0.1,dhcpstart=169.254.0.15,"
+        f"hostfwd=tcp:127.0.0.1:2222-:22,guestfwd=tcp:169.254.169.253:514-cmd:{collector}"
+    )
+    runner = FakeRunner().on("qemu-img", effect=_qemu_img_creates_overlay)
+    with _boot(runner, tmp_path, metadata="/py -m bake.local.imds /m.json", logs=collector):
+        pass
+    (booted,) = runner.commands(qemu.QEMU)
+    assert booted[booted.index("-netdev") + 1].endswith(
+        "guestfwd=tcp:169.254.169.254:80-cmd:/py -m bake.local.imds /m.json,"
+        f"guestfwd=tcp:169.254.169.253:514-cmd:{collector}"
+    )
+
+
 def test_boot_cleans_up_when_the_body_raises(tmp_path: Path) -> None:
     runner = FakeRunner().on("qemu-img", effect=_qemu_img_creates_overlay)
 

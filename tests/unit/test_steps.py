@@ -225,7 +225,7 @@ RULES = [
     pytest.param(
         image("patch", "polish"),
         r"images\.base\.steps\[1\]: unknown step 'polish' \(known steps: patch, harden, lineage, "
-        r"shell, chef, ssm-agent\)$",
+        r"shell, chef, ssm-agent, ship-logs\)$",
         id="unknown-step",
     ),
     pytest.param(

@@ -3,6 +3,7 @@ for behind the runner; tags, parameters and history are real."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -315,6 +316,25 @@ def test_the_local_verification_machine_is_recorded_before_ssh_is_awaited(local_
     assert "guestfwd=tcp:169.254.169.254:80-cmd:" in netdev, "the machine has a metadata service"
 
 
+def test_what_a_local_verification_machine_ships_lands_beside_its_console_log(
+    local_build,
+) -> None:
+    ctx, built = local_build
+
+    with ctx.target.machine(built, ctx.require_image(), run_id="r2", record=lambda *_: None):
+        pass
+
+    (machine,) = ctx.runner.processes
+    netdev = machine.argv[machine.argv.index("-netdev") + 1]
+    run_dir = ctx.state.run_dir("r2")
+    assert netdev.endswith(
+        f",guestfwd=tcp:169.254.169.253:514-cmd:{sys.executable} -m bake.local.logsink "
+        f"{run_dir} verify-base-messages.log"
+    )
+    console = machine.argv[machine.argv.index("-chardev") + 1]
+    assert console.endswith(f"path={run_dir / 'verify-base-console.log'}")
+
+
 def test_a_local_verification_machine_is_told_it_is_an_instance_of_the_built_ami(
     local_build,
 ) -> None:
@@ -325,8 +345,8 @@ def test_a_local_verification_machine_is_told_it_is_an_instance_of_the_built_ami
 
     def keep_document(argv: list[str]) -> None:
         netdev = argv[argv.index("-netdev") + 1]
-        path = netdev.rsplit(" ", 1)[1]
-        documents.append(imds.read_document(path))
+        (service,) = [part for part in netdev.split(",") if "-m bake.local.imds " in part]
+        documents.append(imds.read_document(service.rsplit(" ", 1)[1]))
 
     ctx.runner.on("qemu-system-x86_64", effect=keep_document)
     with ctx.target.machine(built, ctx.require_image(), run_id="r7", record=lambda *_: None):
