@@ -14,7 +14,15 @@ from typing import Any
 from bake import chef, inventory
 from bake.blocks import Block, Expr, StepContext, shell_block
 from bake.config import ImageConfig
-from bake.steps import HardenStep, LineageStep, PatchStep, SealStep, ShellStep, SsmAgentStep
+from bake.steps import (
+    HardenStep,
+    LineageStep,
+    PatchStep,
+    PullDeployStep,
+    SealStep,
+    ShellStep,
+    SsmAgentStep,
+)
 
 
 def patch(step: PatchStep, context: StepContext) -> list[Block]:
@@ -79,6 +87,23 @@ def seal(step: SealStep, context: StepContext) -> list[Block]:
     return [shell_block("seal", context, context.scripts / "seal.sh", {})]
 
 
+def pull_deploy(step: PullDeployStep, context: StepContext) -> list[Block]:
+    """The boot-time agent (uploaded, then installed with its units by pull-deploy.sh)."""
+    agent = context.scripts / "pull-release.py"
+    upload = Block(
+        "pull-deploy",
+        "file",
+        {"source": str(agent), "destination": "/tmp/bake-pull-release"},
+        (agent,),
+    )
+    env = {
+        "BAKE_APP_DIR": step.directory,
+        "BAKE_APP_USER": step.user,
+        "BAKE_RELEASE_BEFORE": " ".join(step.before),
+    }
+    return [upload, shell_block("pull-deploy", context, context.scripts / "pull-deploy.sh", env)]
+
+
 # Each function takes the step model of its kind; bake.config has checked every kind at load.
 PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "patch": patch,
@@ -87,6 +112,7 @@ PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "shell": shell,
     "chef": chef.provisioner_blocks,
     "ssm-agent": ssm_agent,
+    "pull-deploy": pull_deploy,
     "seal": seal,
 }
 

@@ -30,6 +30,9 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AGENT_VERSION = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_APP_DIRECTORY = re.compile(r"^(/[A-Za-z0-9._-]+)+/?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_UNIT = re.compile(r"^[A-Za-z0-9@:._-]+\.(service|socket|target)$")
 
 
 def _text(value: Any) -> Any:
@@ -107,6 +110,44 @@ class SsmAgentStep(Model):
                 'needs a pinned version (the latest package changes): add version = "X.Y.Z.N"'
             )
         return str(_sha256(digest))
+
+
+class PullDeployStep(Model):
+    """At every boot the instance installs the release its user data names (`bake release`): into
+    `directory`, run as `user`; the units in `before` (the health check's server) start only once
+    it is installed."""
+
+    kind: Literal["pull-deploy"] = "pull-deploy"
+    directory: Text = "/srv/app"
+    user: Text = "app"
+    before: list[Text] = Field(default_factory=list)
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, directory: str) -> str:
+        if not _APP_DIRECTORY.match(directory) or directory.rstrip("/") in ("", "/usr", "/etc"):
+            raise ValueError(
+                f"{directory!r} is wrong: an absolute folder of letters, digits, '.', '_', '-' "
+                '(for example "/srv/app")'
+            )
+        return directory.rstrip("/")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str) -> str:
+        if not _USER.match(user) or user == "root":
+            raise ValueError(f"{user!r} is wrong: a system user's name, not root (for example app)")
+        return user
+
+    @field_validator("before")
+    @classmethod
+    def _units(cls, units: list[str]) -> list[str]:
+        for unit in units:
+            if not _UNIT.match(unit):
+                raise ValueError(
+                    f'{unit!r} is not a systemd unit name (for example "nginx.service")'
+                )
+        return units
 
 
 class SealStep(Model):
@@ -224,6 +265,7 @@ STEPS: dict[str, type[Model]] = {
     "shell": ShellStep,
     "chef": ChefStep,
     "ssm-agent": SsmAgentStep,
+    "pull-deploy": PullDeployStep,
 }
 CLIENTS: dict[str, type[Model]] = {
     "omnitruck": OmnitruckClient,
@@ -264,7 +306,7 @@ def _tagged(raw: Any) -> Any:
 
 
 Step = Annotated[
-    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep,
+    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep | PullDeployStep,
     Field(discriminator="kind"),
     BeforeValidator(_tagged),
 ]
