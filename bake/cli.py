@@ -208,7 +208,7 @@ def release(app: App, service: str, path: Path, version: str | None, no_swap: bo
     store, then rolled out blue/green on the same AMI."""
     from bake import releases
 
-    app.config.service(service)
+    releases.check_image_pulls(app.config, app.config.service(service))
     if version is not None:
         releases.check_version(version)
     if not path.exists():

@@ -32,6 +32,8 @@ from bake.errors import InputError
 if TYPE_CHECKING:
     from email.message import Message
 
+    from bake.config import Config, ServiceConfig
+
 # A swap reads the release a launch template names (bluegreen.describe), so tarfile, gzip and the
 # MIME classes are imported where a release is packed or written, not with this module.
 
@@ -103,6 +105,17 @@ def check_version(version: str) -> str:
             "at most 40 characters (for example 1.4.2 or 2026-12-07.1)",
         )
     return version
+
+
+def check_image_pulls(config: Config, service: ServiceConfig) -> None:
+    """A release reaches a service's machines only through its image's pull-deploy step."""
+    image = config.image(service.image)
+    if not any(step.kind == "pull-deploy" for step in image.steps):
+        raise InputError(
+            f"service {service.name} runs image {image.name}, which has no pull-deploy step: its "
+            "machines would not install a release",
+            hint=f"add {{ pull-deploy = {{ ... }} }} to images.{image.name}.steps and bake it",
+        )
 
 
 def store_key(store: str, service: str, version: str) -> tuple[str, str]:

@@ -19,6 +19,7 @@ class ReleaseStage(Stage):
 
     def run(self) -> Outcome:
         ctx, service = self.ctx, self.ctx.require_service()
+        releases.check_image_pulls(ctx.config, service)
         path = ctx.options.release_path
         if path is None:
             raise StageFailed(self.name, "no release was given")

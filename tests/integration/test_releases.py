@@ -24,8 +24,22 @@ from tests.integration.aws_project import make_app, write_config
 STORE = "s3://team-releases/apps"
 
 
-def project(tmp_path: Path, endpoint: str, cloud, source_ami: str, store: str | None = STORE):
+def project(
+    tmp_path: Path,
+    endpoint: str,
+    cloud,
+    source_ami: str,
+    store: str | None = STORE,
+    pulls: bool = True,
+):
     config_path = write_config(tmp_path, endpoint)
+    if pulls:
+        config_path.write_text(
+            config_path.read_text().replace(
+                'steps = ["patch", "harden", "lineage"]',
+                'steps = ["patch", "harden", "pull-deploy", "lineage"]',
+            )
+        )
     if store:
         config_path.write_text(
             config_path.read_text().replace("soak = 0\n", f'soak = 0\nreleases = "{store}"\n')
@@ -196,6 +210,20 @@ def test_a_service_without_a_release_store_on_aws_is_bad_input(
     with pytest.raises(InputError, match="service demo has no release store"):
         release(app, application(tmp_path / "one", "one"), "1.0")
     assert bluegreen.describe(cloud, app.config.service("demo")).standby is None
+
+
+def test_a_service_whose_image_does_not_pull_releases_is_bad_input(
+    tmp_path: Path, moto_endpoint: str, cloud, source_ami: str, capsys
+) -> None:
+    app = project(tmp_path, moto_endpoint, cloud, source_ami, pulls=False)
+    (tmp_path / "one").mkdir()
+
+    code = main(["--config", str(app.config.path), "release", "demo", str(tmp_path / "one")])
+
+    err = capsys.readouterr().err
+    assert code == 2 and "which has no pull-deploy step" in err, err
+    assert err.count("\n") == 1, "one line, its hint in it"
+    assert app.history.runs() == [], "nothing ran"
 
 
 @pytest.mark.parametrize(
