@@ -20,7 +20,6 @@ import io
 import json
 import posixpath
 import re
-import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bake.errors import InputError
+from bake.tables import HistoryTable
 
 if TYPE_CHECKING:
     from email.message import Message
@@ -323,20 +323,10 @@ def _foreign_parts(raw: bytes | None) -> list[Message]:
 # the releases a state directory knows
 
 
-class ReleaseBook:
+class ReleaseBook(HistoryTable):
     """The releases of one state directory's history database."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.row_factory = sqlite3.Row
-        return db
+    SCHEMA = SCHEMA
 
     def record(self, release: Release, run_id: str) -> None:
         with closing(self._connect()) as db, db:
