@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bake import rollouts
+from bake import releases, rollouts
 from bake.aws import autoscaling, elbv2, launch_templates
 from bake.aws.session import Cloud
 from bake.config import COLORS, ServiceConfig
@@ -23,6 +23,7 @@ STATE_KEYS = (
     "color",
     "asg",
     "ami",
+    "release",
     "launch_template_version",
     "target_group",
     "target_group_arn",
@@ -69,6 +70,7 @@ class ColorState:
     color: str
     asg: str | None = None
     ami: str | None = None
+    release: str | None = None  # the version its launch template version's user data names
     launch_template_id: str | None = None
     launch_template_version: int | None = None
     target_group: str | None = None
@@ -203,10 +205,18 @@ def _color_state(
         state.launch_template_id = template["LaunchTemplateId"]
         state.launch_template_version = int(pinned["VersionNumber"])
         state.ami = pinned["LaunchTemplateData"].get("ImageId")
+        state.release = release_of(pinned["LaunchTemplateData"])
     state.health = check_health(cloud, group, state.target_group_arn, state.desired)
     state.in_service = len(state.health.in_service)
     state.healthy = state.in_service - len(state.health.unhealthy)
     return state
+
+
+def release_of(data: dict[str, Any]) -> str | None:
+    """The release version a launch template version's data names in its user data, or None."""
+    named = releases.named_in(data.get("UserData"))
+    version = named.get("version") if named else None
+    return version if isinstance(version, str) else None
 
 
 def live_color(weights: dict[str, int]) -> str:
@@ -261,14 +271,16 @@ def color_from(
     target_group: dict[str, Any],
     launch_template: tuple[str, int],
     ami: str,
+    release: str | None = None,
 ) -> ColorState:
     """A colour as this run just made it: the group its health was read with, its target group,
-    the launch template version and AMI it runs; it carries no traffic yet."""
+    the launch template version, AMI and release it runs; it carries no traffic yet."""
     group = health.group or {}
     return ColorState(
         color,
         asg=group.get("AutoScalingGroupName"),
         ami=ami,
+        release=release,
         launch_template_id=launch_template[0],
         launch_template_version=launch_template[1],
         target_group=target_group.get("TargetGroupName"),
@@ -330,13 +342,14 @@ class Decision:
         return f"roll {ami} out to {self.incoming}, {self.rollback} kept for rollback{replaced}"
 
 
-def decide(state: ServiceState, ami: str) -> Decision:
-    """Decide a swap of `ami`, once: an unfinished rollout of the same AMI is resumed with the
-    colours it chose; one of another AMI is replaced only while its incoming colour carries no
-    traffic. An InputError, changing nothing, when the state allows no safe swap."""
+def decide(state: ServiceState, ami: str, release: str | None = None) -> Decision:
+    """Decide a swap of `ami` (with `release`, for `bake release`), once: an unfinished rollout of
+    the same AMI (and release) is resumed with the colours it chose; one of another is replaced only
+    while its incoming colour carries no traffic. An InputError, changing nothing, when the state
+    allows no safe swap."""
     service, pending = state.service, state.rollout
     if pending and pending.pending:
-        if pending.ami == ami:
+        if pending.ami == ami and (release is None or pending.release == release):
             return Decision(pending.incoming, pending.rollback, resumes=pending)
         carried = state.weight(pending.incoming)
         if carried:

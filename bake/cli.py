@@ -19,7 +19,7 @@ import click
 from bake import signals
 from bake.console import duration
 from bake.errors import BakeError, Cancelled, ChecksFailed
-from bake.records import AlreadyLive, RunOptions, Traffic, VerifiedAmi
+from bake.records import AlreadyLive, Released, RunOptions, Traffic, VerifiedAmi
 
 if TYPE_CHECKING:
     from bake.app import App
@@ -62,7 +62,13 @@ def emit_rollout(app: App, service: str, result: RunResult) -> None:
     traffic, rolled_out = result.records.get(Traffic), result.records.get(VerifiedAmi)
     live = traffic.live_color if traffic else None
     ami = (traffic and traffic.ami) or (rolled_out.ami if rolled_out else None)
-    emit(app, result.to_dict(), f"{service}: {live} is live on {ami} (run {result.run_id})")
+    shipped = result.records.get(Released)
+    with_release = f" with release {shipped.release.version}" if shipped else ""
+    emit(
+        app,
+        result.to_dict(),
+        f"{service}: {live} is live on {ami}{with_release} (run {result.run_id})",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -192,13 +198,49 @@ def swap(app: App, service: str, ami: str | None) -> None:
 
 @cli.command()
 @click.argument("service")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--version", "version", help="The release's version (default: its content's hash).")
+@click.option("--no-swap", is_flag=True, help="Store and record the release; roll nothing out.")
+@json_flag
+@pass_app
+def release(app: App, service: str, path: Path, version: str | None, no_swap: bool) -> None:
+    """Ship PATH (a directory or a .tar.gz) as SERVICE's application: stored in its release
+    store, then rolled out blue/green on the same AMI."""
+    from bake import releases
+
+    releases.check_image_pulls(app.config, app.config.service(service))
+    if version is not None:
+        releases.check_version(version)
+    if not path.exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="PATH")
+    options = RunOptions(release_path=path.resolve(), release_version=version)
+    result = app.run("release-only" if no_swap else "release", service=service, options=options)
+    shipped = result.records.get(Released)
+    if no_swap and shipped:
+        emit(
+            app,
+            result.to_dict(),
+            f"{service}: release {shipped.release.version} stored at {shipped.release.location} "
+            f"(run {result.run_id}); nothing rolled out",
+        )
+        return
+    emit_rollout(app, service, result)
+
+
+@cli.command()
+@click.argument("service")
 @json_flag
 @pass_app
 def rollback(app: App, service: str) -> None:
     """Send SERVICE's traffic back to its standby colour."""
     result = app.run("rollback", service=service)
     traffic = result.records.need(Traffic, "rollback")
-    emit(app, result.to_dict(), f"{service}: {traffic.live_color} is live again on {traffic.ami}")
+    with_release = f" with release {traffic.release}" if traffic.release else ""
+    emit(
+        app,
+        result.to_dict(),
+        f"{service}: {traffic.live_color} is live again on {traffic.ami}{with_release}",
+    )
 
 
 @cli.command()
@@ -219,8 +261,9 @@ def status(app: App, service: str) -> None:
         if colour is None:
             lines.append(f"  {role}: none")
             continue
+        release = f"release={colour.release} " if colour.release else ""
         lines.append(
-            f"  {role}: {colour.color} asg={colour.asg} ami={colour.ami} "
+            f"  {role}: {colour.color} asg={colour.asg} ami={colour.ami} {release}"
             f"launch-template-version={colour.launch_template_version} "
             f"weight={colour.weight} healthy={colour.healthy}/{colour.desired}"
         )
@@ -332,10 +375,27 @@ def iam_policy(app: App, output_format: str) -> None:
 
 @cli.command()
 @click.option("--limit", default=20, show_default=True, help="How many runs to show.")
+@click.option("--releases", "show_releases", is_flag=True, help="List releases instead of runs.")
+@click.option("--service", help="With --releases: only this service's.")
 @json_flag
 @pass_app
-def history(app: App, limit: int) -> None:
-    """List recent runs, their stages and timings."""
+def history(app: App, limit: int, show_releases: bool, service: str | None) -> None:
+    """List recent runs, their stages and timings (or, with --releases, the releases stored)."""
+    if show_releases:
+        from bake import releases
+
+        if service is not None:
+            app.config.service(service)
+        listed = releases.ReleaseBook(app.history.path).listed(service, limit)
+        shown = [
+            f"{entry['created'][:19]}  {entry['service']:<12} {entry['version']:<24} "
+            f"{entry['sha256'][:12]}  {entry['size']:>10}  {entry['location']}"
+            for entry in listed
+        ]
+        emit(app, listed, "\n".join(shown) or "no releases yet")
+        return
+    if service is not None:
+        raise click.UsageError("--service goes with --releases")
     runs = app.history.runs(limit)
     lines = []
     for run in runs:

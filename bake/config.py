@@ -228,6 +228,11 @@ class ServiceConfig(Model):
     soak: SecondsOrZero = 300
     # What happens to the previous colour after the soak: kept running, or scaled in to zero.
     standby_after_soak: Literal["warm", "scale-in"] = "warm"
+    # Where `bake release` keeps the service's releases (s3://BUCKET[/PREFIX]); the local target
+    # has a bucket of its own when it is not given.
+    releases: str | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"
+    )
 
     @model_validator(mode="before")
     @classmethod

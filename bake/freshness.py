@@ -90,17 +90,6 @@ def patch_plan(
     return PatchPlan(f"updates={archive.updates_digest(updates)}", updates, indexes)
 
 
-def archive_input(
-    image: ImageConfig,
-    mirrors: Mirrors,
-    state: StateDir,
-    source_packages: list[Package] | None,
-    warn: Callable[[str], None],
-) -> str:
-    """The part of the build digest that the archive decides (see `patch_plan`)."""
-    return patch_plan(image, mirrors, state, source_packages, warn).digest_input
-
-
 def pending_for_image(
     image: ImageConfig,
     packages: list[Package],

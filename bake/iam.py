@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bake import releases
 from bake.aws.images import PARAMETER_PREFIX, parameter_name
 from bake.config import COLORS, Config, ServiceConfig
 
@@ -570,6 +571,22 @@ def sboms(config: Config, scope: Scope) -> list[dict[str, Any]]:
     return [_statement("PublishSboms", ["s3:GetObject", "s3:PutObject"], where)]
 
 
+def release_stores(config: Config, scope: Scope) -> list[dict[str, Any]]:
+    """`bake release`: storing each service's releases under its `releases`, and reading them
+    back (HeadObject, to refuse other content under a stored version)."""
+    resources = sorted(
+        {
+            f"arn:{scope.partition}:s3:::{bucket}/{key.rpartition('/')[0]}/*"
+            for service in config.services.values()
+            if service.releases
+            for bucket, key in [releases.store_key(service.releases, service.name, "v")]
+        }
+    )
+    if not resources:
+        return []
+    return [_statement("StoreReleases", ["s3:GetObject", "s3:PutObject"], resources)]
+
+
 def proofs(config: Config, scope: Scope) -> list[dict[str, Any]]:
     """`bake rollout`'s proof: what each instance of a service runs, over SSM Run Command."""
     if not config.services:
@@ -618,6 +635,7 @@ PARTS = (
     leases,
     chef_packages,
     sboms,
+    release_stores,
     proofs,
     notifications,
 )

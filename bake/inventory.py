@@ -8,12 +8,11 @@ it; a build reads its source's list to know which updates its patch step will ap
 from __future__ import annotations
 
 import json
-import sqlite3
 from contextlib import closing
-from pathlib import Path
 
 from bake.history import now
 from bake.packages import Package
+from bake.tables import HistoryTable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS package_lists (
@@ -29,19 +28,10 @@ SOURCE_LIST = "source-packages.tsv"
 IMAGE_LIST = "packages.tsv"
 
 
-class Inventory:
+class Inventory(HistoryTable):
     """The package lists of one state directory's history database."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    SCHEMA = SCHEMA
 
     def record(self, subject: str, image: str, packages: list[Package]) -> None:
         """Keep `packages` as the list of `subject` (a disk's sha256 or an AMI id); a list

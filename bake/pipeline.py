@@ -32,6 +32,9 @@ SEQUENCES: dict[str, list[str]] = {
     "swap": ["prepare", *SWAP],
     "bake-and-swap": ["render", "prepare", "build", "verify", "register", *SWAP],
     "rollback": ["prepare", "rollback"],
+    # A release of the application: the same AMI, a new launch template version naming it.
+    "release": ["prepare", "release", *SWAP],
+    "release-only": ["prepare", "release"],
     "retire": ["prepare", "retire"],
 }
 
@@ -67,6 +70,7 @@ STAGES = _Stages(
         "green-asg": "bake.stages.green_asg:GreenAsgStage",
         "shift": "bake.stages.shift:ShiftStage",
         "rollback": "bake.stages.rollback:Rollback",
+        "release": "bake.stages.release:ReleaseStage",
         "retire": "bake.stages.retire:Retire",
     }
 )

@@ -19,6 +19,7 @@ from bake.steps import (
     HardenStep,
     LineageStep,
     PatchStep,
+    PullDeployStep,
     SealStep,
     ShellStep,
     ShipLogsStep,
@@ -110,6 +111,23 @@ def seal(step: SealStep, context: StepContext) -> list[Block]:
     return [shell_block("seal", context, context.scripts / "seal.sh", {})]
 
 
+def pull_deploy(step: PullDeployStep, context: StepContext) -> list[Block]:
+    """The boot-time agent (uploaded, then installed with its units by pull-deploy.sh)."""
+    agent = context.scripts / "pull-release.py"
+    upload = Block(
+        "pull-deploy",
+        "file",
+        {"source": str(agent), "destination": "/tmp/bake-pull-release"},
+        (agent,),
+    )
+    env = {
+        "BAKE_APP_DIR": step.directory,
+        "BAKE_APP_USER": step.user,
+        "BAKE_RELEASE_BEFORE": " ".join(step.before),
+    }
+    return [upload, shell_block("pull-deploy", context, context.scripts / "pull-deploy.sh", env)]
+
+
 # Each function takes the step model of its kind; bake.config has checked every kind at load.
 PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "patch": patch,
@@ -119,6 +137,7 @@ PROVISIONERS: dict[str, Callable[[Any, StepContext], list[Block]]] = {
     "chef": chef.provisioner_blocks,
     "ssm-agent": ssm_agent,
     "ship-logs": ship_logs,
+    "pull-deploy": pull_deploy,
     "seal": seal,
 }
 

@@ -16,6 +16,7 @@ from bake.rollouts import Rollout
 
 if TYPE_CHECKING:
     from bake.bluegreen import ServiceState
+    from bake.releases import Release
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class RunOptions:
     ami: str | None = None
     keep: int = 3
     dry_run: bool = False
+    # `bake release`: the application (a directory or a .tar.gz) and the version it is stored as
+    release_path: Path | None = None
+    release_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,17 @@ class VerifiedAmi(Record):
 
 
 @dataclass(frozen=True)
+class Released(Record):
+    """A release stored in the service's release store, which the rollout names in the new launch
+    template version's user data."""
+
+    release: Release
+
+    def outputs(self) -> dict[str, Any]:
+        return {"release": self.release.to_dict()}
+
+
+@dataclass(frozen=True)
 class Published(Record):
     """The image's parameter now names this AMI."""
 
@@ -209,11 +224,14 @@ class Traffic(Record):
 
     live_color: str
     ami: str | None = None
+    release: str | None = None
 
     def outputs(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"live_color": self.live_color}
         if self.ami is not None:
             shown["ami"] = self.ami
+        if self.release is not None:
+            shown["live_release"] = self.release
         return shown
 
 

@@ -86,6 +86,8 @@ class InstanceProof:
     expected_digest: str
     verdict: str  # "ok" or a short reason
     detail: str = ""
+    release: str = ""  # the release pull-deploy installed at its boot (/run/bake/release.json)
+    expected_release: str = ""  # the one its launch template version names
 
     @property
     def ok(self) -> bool:
@@ -96,9 +98,12 @@ class InstanceProof:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceProof:
+        optional = ("detail", "release", "expected_release")
         return cls(
-            **{name: _text(data, name) for name in cls.__dataclass_fields__ if name != "detail"},
-            detail=_text(data, "detail", ""),
+            **{
+                name: _text(data, name) for name in cls.__dataclass_fields__ if name not in optional
+            },
+            **{name: _text(data, name, "") for name in optional},
         )
 
 

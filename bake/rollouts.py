@@ -34,13 +34,18 @@ _FIELDS = {
     "from": "rollback",
     "from_ami": "rollback_ami",
     "at": "started",
+    "release": "release",
+    "from_release": "rollback_release",
 }
+# Fields a record may lack: the rollback colour's AMI, and releases (older records, services
+# without one).
+_OPTIONAL = ("from_ami", "release", "from_release")
 _VALUE = re.compile(r"^[\w.:/=+\-@]+$")
 
 
 @dataclass(frozen=True)
 class Rollout:
-    """One service's rollout of one AMI to one colour."""
+    """One service's rollout of one AMI (and release) to one colour."""
 
     run_id: str
     state: str
@@ -49,6 +54,10 @@ class Rollout:
     rollback: str
     rollback_ami: str | None
     started: str
+    # The release the incoming colour runs and the one the rollback colour runs (their versions),
+    # for services that ship releases.
+    release: str | None = None
+    rollback_release: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -75,7 +84,7 @@ class Rollout:
             key, _, value = pair.partition("=")
             if key in _FIELDS and _VALUE.match(value):
                 values[_FIELDS[key]] = value
-        missing = [k for k, name in _FIELDS.items() if values[name] is None and k != "from_ami"]
+        missing = [k for k, name in _FIELDS.items() if values[name] is None and k not in _OPTIONAL]
         if missing or values["state"] not in STATES:
             raise BakeError(
                 f"the rollout record '{text}' is not readable (missing {', '.join(missing)})",

@@ -17,10 +17,12 @@ from bake.runner import Completed, Runner
 
 KEY_NAME = "id_ed25519"
 # A shared connection outlives its last command by this long, and its socket is named by the hash
-# of the local host, remote host, port and user (%C): a Unix socket's name is at most 108 bytes.
+# of the local host, remote host, port and user (%C, 40 characters). A Unix socket's name is at
+# most 107 bytes, and ssh first binds the socket under a name 17 characters longer (".RANDOM").
 CONTROL_PERSIST = "30s"
 CONTROL_NAME = "%C"
-SOCKET_PATH_MAX = 100
+CONTROL_NAME_LENGTH = 40 + 17
+SOCKET_PATH_MAX = 107
 CONFIG_NAME = "ssh_config"
 
 SSH_OPTIONS = {
@@ -75,7 +77,7 @@ def control_directory(directory: Path) -> Path:
     """Where the sockets of shared connections live: beside the config, unless that path is too
     long for a socket's name (then a private folder under the system's temporary directory)."""
     sockets = directory.resolve() / "connections"
-    if len(str(sockets)) + len(CONTROL_NAME) + 40 > SOCKET_PATH_MAX:
+    if len(str(sockets)) + 1 + CONTROL_NAME_LENGTH > SOCKET_PATH_MAX:
         sockets = Path(tempfile.gettempdir()) / f"goldenbake-ssh-{os.getuid()}"
     sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
     return sockets

@@ -45,6 +45,9 @@ RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
 )  # fmt: skip
+_APP_DIRECTORY = re.compile(r"^(/[A-Za-z0-9._-]+)+/?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_UNIT = re.compile(r"^[A-Za-z0-9@:._-]+\.(service|socket|target)$")
 
 
 def _text(value: Any) -> Any:
@@ -198,6 +201,44 @@ class ShipLogsStep(Model):
         return self.log_group or f"/goldenbake/{image}"
 
 
+class PullDeployStep(Model):
+    """At every boot the instance installs the release its user data names (`bake release`): into
+    `directory`, run as `user`; the units in `before` (the health check's server) start only once
+    it is installed."""
+
+    kind: Literal["pull-deploy"] = "pull-deploy"
+    directory: Text = "/srv/app"
+    user: Text = "app"
+    before: list[Text] = Field(default_factory=list)
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, directory: str) -> str:
+        if not _APP_DIRECTORY.match(directory) or directory.rstrip("/") in ("", "/usr", "/etc"):
+            raise ValueError(
+                f"{directory!r} is wrong: an absolute folder of letters, digits, '.', '_', '-' "
+                '(for example "/srv/app")'
+            )
+        return directory.rstrip("/")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str) -> str:
+        if not _USER.match(user) or user == "root":
+            raise ValueError(f"{user!r} is wrong: a system user's name, not root (for example app)")
+        return user
+
+    @field_validator("before")
+    @classmethod
+    def _units(cls, units: list[str]) -> list[str]:
+        for unit in units:
+            if not _UNIT.match(unit):
+                raise ValueError(
+                    f'{unit!r} is not a systemd unit name (for example "nginx.service")'
+                )
+        return units
+
+
 class SealStep(Model):
     """Removes host keys and the machine id; bake.provisioners adds it last, bake.toml cannot."""
 
@@ -314,6 +355,7 @@ STEPS: dict[str, type[Model]] = {
     "chef": ChefStep,
     "ssm-agent": SsmAgentStep,
     "ship-logs": ShipLogsStep,
+    "pull-deploy": PullDeployStep,
 }
 CLIENTS: dict[str, type[Model]] = {
     "omnitruck": OmnitruckClient,
@@ -354,7 +396,14 @@ def _tagged(raw: Any) -> Any:
 
 
 Step = Annotated[
-    PatchStep | HardenStep | LineageStep | ShellStep | ChefStep | SsmAgentStep | ShipLogsStep,
+    PatchStep
+    | HardenStep
+    | LineageStep
+    | ShellStep
+    | ChefStep
+    | SsmAgentStep
+    | ShipLogsStep
+    | PullDeployStep,
     Field(discriminator="kind"),
     BeforeValidator(_tagged),
 ]

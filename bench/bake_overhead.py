@@ -23,29 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def bake(config: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BAKE_STATE_DIR": str(state)}
-    return subprocess.run(
-        [sys.executable, "-m", "bake", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=True,
-    )
+from common import REPO, bake
+from common import app as app_for
 
 
 def plain_packer_build(config: Path, state: Path, image: str) -> float:
     """Time `packer build` of the rendered template, with the variables the toolkit would pass."""
-    os.environ["BAKE_STATE_DIR"] = str(state)
-    sys.path.insert(0, str(REPO))
-    from bake.app import App
-    from bake.console import Console
-
-    app = App(config, console=Console(quiet=True))
+    app = app_for(config, state)
     image_config = app.config.image(image)
     source = app.target.resolve_base(image_config)
     template = app.state.rendered(image, app.target.name)

@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, bake
+from common import app as app_for
+
 TARGET_SECONDS = 120.0
 TARGET_RATIO = 0.3
 
@@ -62,18 +64,6 @@ build {{
 """
 
 
-def bake(config: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BAKE_STATE_DIR": str(state)}
-    return subprocess.run(
-        [sys.executable, "-m", "bake", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=True,
-    )
-
-
 def timed(config: Path, state: Path, *args: str) -> tuple[float, dict]:
     started = time.monotonic()
     result = json.loads(bake(config, state, "--json", *args).stdout)
@@ -88,12 +78,7 @@ def stages_of(config: Path, state: Path, run_id: str) -> dict[str, float]:
 
 def plain_packer_build(config: Path, state: Path, image: str) -> float:
     """Time a plain Packer build of IMAGE's source disk: apt-get update && dist-upgrade."""
-    os.environ["BAKE_STATE_DIR"] = str(state)
-    sys.path.insert(0, str(REPO))
-    from bake.app import App
-    from bake.console import Console
-
-    app = App(config, console=Console(quiet=True))
+    app = app_for(config, state)
     source = app.target.resolve_base(app.config.image(image))
     private_key, _ = app.target.keypair  # type: ignore[attr-defined]
     local = app.config.local

@@ -21,14 +21,15 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO
+from common import bake as run_bake
+
 sys.path.insert(0, str(REPO))
 
 from tests.e2e.load import Load  # noqa: E402  (the tests' bounded load, reused)
@@ -38,14 +39,7 @@ LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d) (i-[0-9a-f]+): (.*)$")
 
 
 def bake(config: Path, state: Path, *args: str) -> Any:
-    env = {**os.environ, "BAKE_STATE_DIR": str(state)}
-    done = subprocess.run(
-        [sys.executable, "-m", "bake", "--config", str(config), "--json", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
+    done = run_bake(config, state, "--json", *args, check=False)
     if done.returncode != 0:
         sys.exit(f"bake {' '.join(args)} exited {done.returncode}:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout) if done.stdout.strip() else None

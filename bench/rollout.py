@@ -19,7 +19,6 @@ import argparse
 import collections
 import io
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO
+from common import bake as run_bake
+
 sys.path.insert(0, str(REPO))
 
 
@@ -117,13 +118,7 @@ def set_up(endpoint: str, work: Path, services: int) -> Path:
 
 def bake(config: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "bake", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "BAKE_STATE_DIR": str(config.parent / "state")},
-    )
+    done = run_bake(config, config.parent / "state", *args, check=False)
     return time.monotonic() - started, done
 
 

@@ -22,6 +22,7 @@ from bake.config import Config, from_dict
 from bake.console import Console
 from bake.context import RunContext
 from bake.history import History
+from bake.local import motoserver
 from bake.records import Record, Records, RunOptions
 from bake.runner import Runner
 from bake.state import StateDir
@@ -33,6 +34,7 @@ REGION = "us-east-1"
 def moto_endpoint() -> Iterator[str]:
     """An in-process moto server on 127.0.0.1 and a free port, for the whole session."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    motoserver.mend_launch_template_versions()  # as the local cloud's server does
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

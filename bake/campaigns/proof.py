@@ -1,5 +1,6 @@
 """Proof per instance: after a swap, every InService instance of the live colour says what kernel it
-runs and which build its disk came from, and both are compared with its AMI's tags.
+runs, which build its disk came from and which release it installed at boot; they are compared
+with its AMI's tags and the release its launch template version names.
 
 The instances are asked by the target (over SSH on the local target's machines, over SSM Run
 Command on AWS); what they answer is read here, the same way for both.
@@ -18,24 +19,42 @@ from bake.config import ServiceConfig
 from bake.report import InstanceProof
 from bake.targets.base import Target
 
-# What an instance runs, in three parts: `uname -r`, `uname -v`, and its lineage record.
-COMMAND = "uname -r; uname -v; cat /etc/bake/lineage.json"
+# What an instance runs: `uname -r`, `uname -v`, its lineage record, and after a marker line the
+# record of the release its pull-deploy installed (nothing on an image without one).
+RELEASE_MARKER = "--- release"
+COMMAND = (
+    f"uname -r; uname -v; cat /etc/bake/lineage.json; echo; echo '{RELEASE_MARKER}'; "
+    "cat /run/bake/release.json 2>/dev/null || true"
+)
 # `uname -v` on Debian: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.119-1 (2024-11-22)".
 DEBIAN_VERSION = re.compile(r"Debian (\S+)")
 
 
-def read_answer(text: str) -> tuple[str, str, str]:
-    """(kernel release, kernel package version, lineage digest) from the answer to COMMAND."""
+def read_answer(text: str) -> tuple[str, str, str, str]:
+    """(kernel release, kernel package version, lineage digest, installed release) from the
+    answer to COMMAND."""
     lines = text.strip().splitlines()
     if len(lines) < 3:
-        return ("", "", "")
+        return ("", "", "", "")
     release = lines[0].strip()
     found = DEBIAN_VERSION.search(lines[1])
+    rest = lines[2:]
+    marker = rest.index(RELEASE_MARKER) if RELEASE_MARKER in rest else len(rest)
+    return (
+        release,
+        found[1] if found else "",
+        _field("\n".join(rest[:marker]), "digest"),
+        _field("\n".join(rest[marker + 1 :]), "release"),
+    )
+
+
+def _field(text: str, name: str) -> str:
+    """A field of a JSON record as text ("" when absent, null or unreadable)."""
     try:
-        digest = str(json.loads("\n".join(lines[2:])).get("digest", ""))
-    except ValueError:
-        digest = ""
-    return release, found[1] if found else "", digest
+        value = json.loads(text).get(name) if text.strip() else None
+    except (ValueError, AttributeError):
+        return ""
+    return str(value) if value is not None else ""
 
 
 def verdict(
@@ -45,9 +64,13 @@ def verdict(
     expected_kernel: str,
     expected_digest: str,
     require_kernel: str | None,
+    release: str = "",
+    expected_release: str = "",
 ) -> str:
     """ "ok", or what is wrong, in a few words."""
     problems = []
+    if kernel and release != expected_release:
+        problems.append(f"release {release or 'none'}, expected {expected_release or 'none'}")
     if not kernel:
         problems.append("no answer")
     elif expected_kernel and kernel != expected_kernel:
@@ -79,9 +102,16 @@ def prove(
     proofs = []
     for instance in instances:
         text, error = answers.get(instance, ("", "no answer"))
-        kernel, kernel_version, digest = read_answer(text)
+        kernel, kernel_version, digest, release = read_answer(text)
         said = verdict(
-            kernel, kernel_version, digest, expected_kernel, expected_digest, require_kernel
+            kernel,
+            kernel_version,
+            digest,
+            expected_kernel,
+            expected_digest,
+            require_kernel,
+            release,
+            live.release or "",
         )
         detail = error if error and not kernel else ""
         proofs.append(
@@ -95,6 +125,8 @@ def prove(
                 expected_digest=expected_digest,
                 verdict=said,
                 detail=detail,
+                release=release,
+                expected_release=live.release or "",
             )
         )
     return live.color, proofs

@@ -79,6 +79,9 @@ class InstanceDocument:
     http_endpoint: str = "enabled"
     account_id: str = DEFAULT_ACCOUNT
     mac: str = DEFAULT_MAC
+    # The role of the instance's profile ("" without one): its credentials are served, as EC2
+    # serves a profile's (the local cloud takes any).
+    iam_role: str = ""
     secret: str = ""  # signs the tokens; write_document makes one when empty
 
     def __post_init__(self) -> None:
@@ -357,9 +360,27 @@ def _identity(document: InstanceDocument) -> str:
     return json.dumps(identity, indent=2, separators=(",", " : "))
 
 
+def _credentials(document: InstanceDocument) -> dict[str, str]:
+    """The role's credentials as EC2 answers them (`iam/security-credentials/ROLE`): for the local
+    cloud, which checks no signature, keys named after the instance, valid for six hours."""
+    issued = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued))
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued + MAX_TTL))
+    suffix = document.instance_id.removeprefix("i-").upper()
+    return {
+        "Code": "Success",
+        "LastUpdated": stamp,
+        "Type": "AWS-HMAC",
+        "AccessKeyId": f"ASIA{suffix}"[:20],
+        "SecretAccessKey": f"local-{document.instance_id}",
+        "Token": f"local-token-{document.instance_id}",
+        "Expiration": expires,
+    }
+
+
 def _tree(document: InstanceDocument) -> dict[str, Any]:
     """What the service answers with: a dict is a listing, a str text, bytes user data."""
-    meta_data = {
+    meta_data: dict[str, Any] = {
         "ami-id": document.ami_id,
         "hostname": document.hostname,
         "instance-id": document.instance_id,
@@ -372,6 +393,15 @@ def _tree(document: InstanceDocument) -> dict[str, Any]:
             "region": document.region,
         },
     }
+    if document.iam_role:
+        profile = f"arn:aws:iam::{document.account_id}:instance-profile/{document.iam_role}"
+        info = {"Code": "Success", "InstanceProfileArn": profile, "InstanceProfileId": "AIPA"}
+        meta_data["iam"] = {
+            "info": json.dumps(info, indent=2),
+            "security-credentials": {
+                document.iam_role: json.dumps(_credentials(document), indent=2)
+            },
+        }
     latest: dict[str, Any] = {
         "dynamic": {"instance-identity": {"document": _identity(document)}},
         "meta-data": meta_data,

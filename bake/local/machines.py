@@ -63,6 +63,7 @@ class Instance:
     user_data: bytes | None = None
     http_tokens: str = "optional"
     http_endpoint: str = "enabled"
+    iam_role: str = ""
 
 
 @dataclass
@@ -241,6 +242,7 @@ class Fleet:
             user_data=instance.user_data,
             http_tokens=instance.http_tokens,
             http_endpoint=instance.http_endpoint,
+            iam_role=instance.iam_role,
         )
 
     # watching

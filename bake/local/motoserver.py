@@ -1,4 +1,5 @@
-"""The local cloud's moto server, with target health that the local data plane reports.
+"""The local cloud's moto server, with target health that the local data plane reports, and
+launch template versions whose user data moto's Auto Scaling can launch from.
 
 moto answers `healthy` for every registered target. On the local target the instances are real
 machines behind a real load balancer, so `describe-target-health` must say what that load balancer
@@ -92,10 +93,32 @@ def install(health: HealthFile) -> None:
     FakeTargetGroup.health_for = health_for  # type: ignore[method-assign,assignment]
 
 
+def mend_launch_template_versions() -> None:
+    """moto 5 keeps the UserData of CreateLaunchTemplateVersion as the request's text, where
+    CreateLaunchTemplate keeps what its models expect; an Auto Scaling group then fails inside
+    moto to launch from such a version (AWS launches it). New versions get user data as moto's
+    models hold it. Installing it twice changes nothing."""
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.utils import parse_user_data
+
+    original = LaunchTemplate.create_version
+    if getattr(original, "mended", False):
+        return
+
+    def create_version(template: LaunchTemplate, data: dict[str, Any], description: str) -> Any:
+        if isinstance(data.get("UserData"), str):
+            data = {**data, "UserData": parse_user_data(data["UserData"])}
+        return original(template, data, description)
+
+    create_version.mended = True  # type: ignore[attr-defined]
+    LaunchTemplate.create_version = create_version  # type: ignore[method-assign,assignment]
+
+
 def main(argv: list[str] | None = None) -> None:
     """moto's server, with the health hook when $BAKE_LOCAL_HEALTH names the health file."""
     from moto import server
 
+    mend_launch_template_versions()
     path = os.environ.get(HEALTH_ENV)
     if path:
         install(HealthFile(Path(path)))

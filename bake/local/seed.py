@@ -23,6 +23,13 @@ SEEDED_PREFIX = "bake:seeded:"  # on the seed VPC, written by earlier versions
 VPC_CIDR = "10.0.0.0/16"
 SECURITY_GROUP = "bake-local"
 DEFAULT_INSTANCE_TYPE = "t3.micro"
+# The instance profile of the seeded launch templates (unless a service names its own): its role's
+# credentials are what a machine signs its release download with.
+LOCAL_PROFILE = "goldenbake-local"
+EC2_TRUST = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+    '"Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}'
+)
 # The seeded target groups' health check: GET /health every 5 s (AWS's shortest interval); two
 # answers in a row make a target healthy or unhealthy, so a booted machine serves within seconds.
 HEALTH_CHECK = {
@@ -125,8 +132,11 @@ def _ensure_launch_template(
     template = launch_templates.find(cloud, service.launch_template)
     if template:
         return template["LaunchTemplateId"], int(template["DefaultVersionNumber"])
+    profile = service.instance_profile or LOCAL_PROFILE
+    _ensure_instance_profile(cloud, profile)
     data = {
         "ImageId": base_ami,
+        "IamInstanceProfile": {"Name": profile},
         "InstanceType": service.instance_type or DEFAULT_INSTANCE_TYPE,
         "SecurityGroupIds": [security_group],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
@@ -136,6 +146,19 @@ def _ensure_launch_template(
     }
     created = launch_templates.create(cloud, service.launch_template, data, "seeded by bake")
     return created["LaunchTemplateId"], int(created["LatestVersionNumber"])
+
+
+def _ensure_instance_profile(cloud: Cloud, name: str) -> None:
+    """An instance profile holding a role of the same name, as the console makes them."""
+    iam = cloud.client("iam")
+    try:
+        iam.get_instance_profile(InstanceProfileName=name)
+        return
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=EC2_TRUST)
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
 
 
 def _seed_service(

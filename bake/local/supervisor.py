@@ -185,7 +185,8 @@ def observe(cloud: Cloud, config: Config) -> View:
 def launched_from(
     cloud: Cloud, instance: Instance, cache: dict[tuple[str, str], dict[str, Any]]
 ) -> Instance:
-    """`instance` with the user data and metadata options of the launch template version it runs:
+    """`instance` with the user data, metadata options and instance profile of the launch template
+    version it runs:
     its group's pinned version (a group is emptied before it moves to another version), else the
     version EC2 tagged the instance with."""
     import base64
@@ -198,9 +199,13 @@ def launched_from(
     data = cache[key]
     options = data.get("MetadataOptions") or {}
     user_data = data.get("UserData")
+    profile = data.get("IamInstanceProfile") or {}
+    # The profile's role; the local cloud's profiles hold a role of their own name.
+    role = profile.get("Name") or profile.get("Arn", "").rpartition("/")[2]
     return replace(
         instance,
         user_data=base64.b64decode(user_data) if user_data else None,
+        iam_role=role,
         http_tokens=options.get("HttpTokens", "optional"),
         http_endpoint=options.get("HttpEndpoint", "enabled"),
     )

@@ -151,9 +151,9 @@ class Build(Stage):
         )
         if source_packages is None:
             return
-        archived = freshness.archive_input(
+        archived = freshness.patch_plan(
             image, ctx.target.mirrors(), ctx.state, source_packages, ctx.console.line
-        )
+        ).digest_input
         ctx.history.alias_build(image.name, build_digest(inputs, source, archived), built.digest)
 
     def _record_packages(self, built: Built, source: SourceImage, lists: Path) -> None:

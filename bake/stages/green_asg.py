@@ -76,7 +76,12 @@ class GreenAsgStage(Stage):
                 hint="traffic was not moved; see the health check reasons above",
             )
         made = bluegreen.color_from(
-            color, health, target_group, (template_id, version), plan.rollout.ami
+            color,
+            health,
+            target_group,
+            (template_id, version),
+            plan.rollout.ami,
+            plan.rollout.release,
         )
         return Outcome.done(
             f"{asg} runs version {version} with {len(health.in_service)} healthy instances",

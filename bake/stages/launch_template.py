@@ -25,6 +25,8 @@ class LaunchTemplateStage(Stage):
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         plan = self.ctx.records.need(RolloutPlan, self.name)
         template_id, ami = plan.launch_template_id, plan.rollout.ami
+        if plan.rollout.release:
+            ami = f"{ami} with release {plan.rollout.release}"
         existing = launch_templates.find_version_with(cloud, template_id, plan.data)
         if existing is not None:
             return Outcome.skipped(

@@ -23,4 +23,8 @@ class Rollback(Stage):
             settle(self.ctx, rollout, before.switch.load_balancer_arn, "rolled-back", reason)
         live = state.color(color)
         ami = live.ami if live else None
-        return Outcome.done(f"{color} is live again on {ami}", Traffic(color, ami))
+        release = live.release if live else None
+        with_release = f" with release {release}" if release else ""
+        return Outcome.done(
+            f"{color} is live again on {ami}{with_release}", Traffic(color, ami, release)
+        )

@@ -11,21 +11,29 @@ import copy
 from dataclasses import replace
 from typing import Any
 
-from bake import bluegreen, rollouts
+from bake import bluegreen, releases, rollouts
 from bake.aws import launch_templates
 from bake.context import RunContext
 from bake.errors import StageFailed
 from bake.history import now
-from bake.records import AlreadyLive, Observed, RolloutPlan, VerifiedAmi
+from bake.records import AlreadyLive, Observed, Released, RolloutPlan, VerifiedAmi
+from bake.releases import Release
 from bake.rollouts import Rollout
 from bake.stages.base import Outcome, Stage
 
 
-def new_version_data(source: dict[str, Any], ami: str, instance_type: str | None) -> dict[str, Any]:
+def new_version_data(
+    source: dict[str, Any], ami: str, instance_type: str | None, release: Release | None = None
+) -> dict[str, Any]:
     """The live version's complete data (as `launch_templates.sendable` gives it) with the new
     AMI, IMDSv2 required and a `bake:ami` tag; its other metadata options (a hop limit above 1 that
-    containers on the instance need) are kept."""
+    containers on the instance need) are kept. With `release`, the user data names it (beside what
+    else it held) and instances carry a `bake:release` tag; without, the release the source names
+    is kept."""
     data = copy.deepcopy(source)
+    if release is not None:
+        data["UserData"] = releases.user_data_for(release, data.get("UserData"))
+        data = launch_templates.with_tag(data, "bake:release", release.version)
     data["ImageId"] = ami
     data["MetadataOptions"] = {
         "HttpEndpoint": "enabled",
@@ -45,17 +53,20 @@ class RolloutStage(Stage):
     def run(self) -> Outcome:
         service, cloud = self.ctx.require_service(), self.ctx.target.cloud
         ami = self.ctx.records.need(VerifiedAmi, self.name).ami
+        released = self.ctx.records.get(Released)
+        release = released.release if released else None
         state = self.observed()
-        decision = bluegreen.decide(state, ami)
+        decision = bluegreen.decide(state, ami, release.version if release else None)
         rollback = state.color(decision.rollback)
         template_id, source_version = self._source(rollback)
         source = launch_templates.version(cloud, template_id, source_version)
         sendable = launch_templates.sendable(cloud, source["LaunchTemplateData"])
-        data = new_version_data(sendable, ami, service.instance_type)
+        data = new_version_data(sendable, ami, service.instance_type, release)
+        shipped = f"{ami} with release {release.version}" if release else ami
         if rollback and rollback.group and launch_templates.same_data(data, sendable):
             return Outcome.skipped(
                 f"already live: {rollback.color} runs version {source['VersionNumber']} with "
-                f"{ami}; the standby is untouched",
+                f"{shipped}; the standby is untouched",
                 AlreadyLive(rollback.color, ami),
             )
         rollout = decision.resumes or Rollout(
@@ -66,13 +77,15 @@ class RolloutStage(Stage):
             rollback=decision.rollback,
             rollback_ami=rollback.ami if rollback else None,
             started=now(),
+            release=release.version if release else bluegreen.release_of(data),
+            rollback_release=rollback.release if rollback else None,
         )
         if decision.resumes is None:
             rollouts.write(cloud, state.switch.load_balancer_arn, service.name, rollout)
         self.ctx.history.record_rollout(rollout, service.name, self.ctx.run_id)
-        self.ctx.console.line(f"    {decision.describe(ami)}")
+        self.ctx.console.line(f"    {decision.describe(shipped)}")
         return Outcome.done(
-            decision.describe(ami),
+            decision.describe(shipped),
             RolloutPlan(rollout, state.switch.load_balancer_arn, template_id, source_version, data),
             Observed(replace(state, rollout=rollout)),
         )

@@ -71,7 +71,7 @@ class ShiftStage(Stage):
         self.ctx.console.line(f"    {target} is live; {previous} {kept}")
         return Outcome.done(
             f"{target} is live; {previous} {kept} for rollback",
-            Traffic(target, plan.rollout.ami),
+            Traffic(target, plan.rollout.ami, plan.rollout.release),
             seen,
         )
 

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from bake.aws.session import Cloud
-from bake.config import Config, ImageConfig
+from bake.config import Config, ImageConfig, ServiceConfig
 from bake.console import Console
-from bake.errors import BakeError
+from bake.errors import BakeError, InputError
 from bake.freshness import Mirrors
 from bake.history import History
 from bake.packer import PackerVersion
@@ -144,6 +144,19 @@ class Target(ABC):
     @abstractmethod
     def ensure_ami(self, built: Built) -> str:
         """The AMI id of a build, registering it on the local target when needed."""
+
+    def release_store(self, service: ServiceConfig) -> str:
+        """Where `service`'s releases are kept (s3://BUCKET[/PREFIX]): its `releases` setting."""
+        if not service.releases:
+            raise InputError(
+                f"service {service.name} has no release store",
+                hint=f'set [services.{service.name}] releases = "s3://BUCKET/PREFIX" in bake.toml',
+            )
+        return service.releases
+
+    def release_endpoint(self) -> str | None:
+        """The S3 endpoint a release names for its machines; None: the region's own."""
+        return None
 
     def suite_environment(self) -> dict[str, str]:
         """What the image suites are told of this target's images (BAKE_EXPECT_* variables)."""

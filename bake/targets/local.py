@@ -11,10 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bake import ssh
-from bake.aws import images
+from bake import releases, ssh
+from bake.aws import images, objects
 from bake.aws.session import Cloud
-from bake.config import Config, ImageConfig
+from bake.config import Config, ImageConfig, ServiceConfig
 from bake.console import Console
 from bake.errors import BakeError, InputError
 from bake.history import History
@@ -117,6 +117,17 @@ class LocalTarget(Target):
                 "mirrors themselves"
             )
             return ""
+
+    def release_store(self, service: ServiceConfig) -> str:
+        """The service's `releases`, or the local cloud's own bucket (made when first needed)."""
+        store = service.releases or releases.LOCAL_STORE
+        objects.ensure_bucket(self.cloud, store.removeprefix("s3://").partition("/")[0])
+        return store
+
+    def release_endpoint(self) -> str | None:
+        """The local cloud as machines reach it: at QEMU's host address on their network."""
+        port = (self.cloud.endpoint_url or "").rsplit(":", 1)[-1]
+        return f"http://{qemu.METADATA_GATEWAY}:{port}"
 
     def suite_environment(self) -> dict[str, str]:
         """The initramfs settings the local base disk gives every image built on it."""

@@ -44,6 +44,7 @@ apt-get "$@" update
 # initramfs-tools trigger, when a package pulls it, makes the newest kernel's once, at the end.
 grub_cfg=/boot/grub/grub.cfg
 kernels_before=$(linux-version list | linux-version sort | tr '\n' ' ')
+grub_before=$(dpkg-query -W -f='${Version}' grub-pc grub-common 2>/dev/null || true)
 if [ -e "$grub_cfg" ]; then
   mv "$grub_cfg" "$grub_cfg.bake-upgrading"
   trap 'mv -f "$grub_cfg.bake-upgrading" "$grub_cfg" 2>/dev/null || true' EXIT
@@ -84,7 +85,8 @@ fi
 kernels_after=$(linux-version list | linux-version sort | tr '\n' ' ')
 if [ -e "$grub_cfg.bake-upgrading" ]; then
   trap - EXIT
-  if [ "$kernels_after" = "$kernels_before" ] && [ ! "$grub_cfg" -nt "$grub_cfg.bake-upgrading" ]; then
+  grub_after=$(dpkg-query -W -f='${Version}' grub-pc grub-common 2>/dev/null || true)
+  if [ "$kernels_after" = "$kernels_before" ] && [ "$grub_after" = "$grub_before" ]; then
     mv "$grub_cfg.bake-upgrading" "$grub_cfg"
   else
     echo "bake-progress: writing the boot menu"

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The shipped `web` role: nginx from Debian answering /health, and / with who this machine is: its
 # instance id, AMI and type from the instance metadata service (IMDSv2), its running kernel, and
-# its image's lineage digest from /etc/bake/lineage.json. The page is written at every boot, before
-# nginx starts, so a machine that cannot learn who it is never passes a health check.
+# its image's lineage digest from /etc/bake/lineage.json, and the release it runs (pull-deploy); and
+# /app/ the release's files. The page is written at every boot, before nginx starts, so a machine
+# that cannot learn who it is never passes a health check.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
@@ -57,6 +58,15 @@ def ask():
             time.sleep(1)
 
 
+def release():
+    """The release installed at this boot (pull-deploy's record), or None."""
+    try:
+        with open("/run/bake/release.json", encoding="utf-8") as stream:
+            return json.load(stream).get("release")
+    except (OSError, ValueError):
+        return None
+
+
 with open("/etc/bake/lineage.json", encoding="utf-8") as stream:
     lineage = json.load(stream)
 identity = {
@@ -65,6 +75,7 @@ identity = {
     "image": lineage["image"],
     "digest": lineage["digest"],
     "run_id": lineage["run_id"],
+    "release": release(),
     "booted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
 }
 os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
@@ -82,7 +93,7 @@ cat > /etc/systemd/system/bake-identity.service <<'UNIT'
 [Unit]
 Description=goldenbake: who this machine is (instance metadata, kernel, lineage), for the web page
 Wants=network-online.target
-After=network-online.target
+After=network-online.target bake-release.service
 Before=nginx.service
 
 [Service]
@@ -116,6 +127,11 @@ server {
     location = / {
         default_type application/json;
         try_files /identity.json =503;
+    }
+    # The release a pull-deploy step installed (bake release), its files as they are.
+    location /app/ {
+        alias /srv/app/current/;
+        index index.html;
     }
     location / {
         return 404;

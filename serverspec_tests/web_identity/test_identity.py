@@ -61,6 +61,13 @@ def test_the_page_names_this_build(page, expected):
     assert (page["image"], page["digest"]) == (expected.image, expected.digest)
 
 
+def test_the_page_names_the_release_this_boot_installed(host, page):
+    """None on a machine whose user data names no release (a verification machine)."""
+    installed = host.run("cat /run/bake/release.json 2>/dev/null").stdout
+    expected = json.loads(installed).get("release") if installed.strip() else None
+    assert page["release"] == expected
+
+
 def test_the_page_is_json(host):
     content_type = host.check_output(
         "curl -fsS -o /dev/null -w '%{content_type}' http://127.0.0.1/"

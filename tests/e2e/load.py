@@ -23,6 +23,7 @@ class Answer:
     instance_id: str | None = None
     ami: str | None = None
     error: str = ""
+    release: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,7 +69,13 @@ class Load:
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
                 page = json.loads(response.read())
-                answer = Answer(sent, response.status, page.get("instance_id"), page.get("ami_id"))
+                answer = Answer(
+                    sent,
+                    response.status,
+                    page.get("instance_id"),
+                    page.get("ami_id"),
+                    release=page.get("release"),
+                )
         except urllib.error.HTTPError as exc:
             answer = Answer(sent, exc.code, error=str(exc))
         except (OSError, ValueError) as exc:

@@ -78,16 +78,8 @@ def config_of_the_policy_user(folder: Path, endpoint: str, session_manager: bool
 
 
 def prepare_account(cloud: Cloud, app: Any) -> None:
-    """What the team's own infrastructure holds before the pipeline runs, made as the admin."""
-    seed.ensure_seeded(cloud, app.config, publish_source_ami(cloud))
-    kms = cloud.client("kms")
-    kms.create_alias(AliasName="alias/golden", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
-    cloud.client("dynamodb").create_table(
-        TableName=LOCK_TABLE,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    """What the team's own infrastructure holds before the pipeline runs, made as the admin: the
+    instance profile first, which the blue environment's launch template names."""
     iam = cloud.client("iam")
     trust = {
         "Version": "2012-10-17",
@@ -102,6 +94,15 @@ def prepare_account(cloud: Cloud, app: Any) -> None:
     iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))
     iam.create_instance_profile(InstanceProfileName=PROFILE_NAME)
     iam.add_role_to_instance_profile(InstanceProfileName=PROFILE_NAME, RoleName=ROLE_NAME)
+    seed.ensure_seeded(cloud, app.config, publish_source_ami(cloud))
+    kms = cloud.client("kms")
+    kms.create_alias(AliasName="alias/golden", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    cloud.client("dynamodb").create_table(
+        TableName=LOCK_TABLE,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def printed_policy(config_path: Path) -> dict[str, Any]:

@@ -210,7 +210,9 @@ def test_without_a_patch_step_the_archive_does_not_matter(tmp_path: Path) -> Non
     ctx = make_context(tmp_path, steps=["harden"])
     mirrors = ctx.target.mirrors()
 
-    assert freshness.archive_input(ctx.require_image(), mirrors, ctx.state, [], print) == ""
+    assert (
+        freshness.patch_plan(ctx.require_image(), mirrors, ctx.state, [], print).digest_input == ""
+    )
 
 
 def test_the_digest_covers_the_template_text_and_the_names_of_files(ctx) -> None:

@@ -14,7 +14,7 @@ import pytest
 from bake import config
 from bake.campaigns.notify import Notifier, failure_text, summary_text
 from bake.campaigns.plan import Selection, kernel_package_version, select
-from bake.campaigns.proof import read_answer, verdict
+from bake.campaigns.proof import RELEASE_MARKER, read_answer, verdict
 from bake.errors import InputError
 from bake.packages import Package
 from bake.report import ImageResult, InstanceProof, Report, ServiceResult
@@ -72,9 +72,49 @@ def test_a_rollout_of_nothing_or_of_unknown_names_is_bad_input(tmp_path: Path) -
 def test_an_answer_gives_release_debian_version_and_digest() -> None:
     text = f"6.1.0-28-cloud-amd64\n{UNAME_V}\n{LINEAGE}\n"
 
-    assert read_answer(text) == ("6.1.0-28-cloud-amd64", "6.1.119-1", "d" * 64)
-    assert read_answer("") == ("", "", "")
-    assert read_answer("6.1.0-28-cloud-amd64\nLinux\nnot json") == ("6.1.0-28-cloud-amd64", "", "")
+    assert read_answer(text) == ("6.1.0-28-cloud-amd64", "6.1.119-1", "d" * 64, "")
+    assert read_answer("") == ("", "", "", "")
+    assert read_answer("6.1.0-28-cloud-amd64\nLinux\nnot json") == (
+        "6.1.0-28-cloud-amd64",
+        "",
+        "",
+        "",
+    )
+
+
+def test_an_answer_gives_the_release_the_instance_installed() -> None:
+    installed = json.dumps({"release": "1.4.2", "sha256": "a" * 64}, indent=2)
+    text = f"6.1.0-28-cloud-amd64\n{UNAME_V}\n{LINEAGE}\n\n{RELEASE_MARKER}\n{installed}\n"
+    nothing = f"6.1.0-28-cloud-amd64\n{UNAME_V}\n{LINEAGE}\n\n{RELEASE_MARKER}\n"
+    none_named = f"{nothing}{json.dumps({'release': None})}\n"
+
+    assert read_answer(text) == ("6.1.0-28-cloud-amd64", "6.1.119-1", "d" * 64, "1.4.2")
+    assert read_answer(nothing)[2:] == ("d" * 64, "")
+    assert read_answer(none_named)[3] == ""
+
+
+@pytest.mark.parametrize(
+    ("release", "expected_release", "said"),
+    [
+        ("1.4.2", "1.4.2", "ok"),
+        ("", "", "ok"),
+        ("1.4.1", "1.4.2", "release 1.4.1, expected 1.4.2"),
+        ("", "1.4.2", "release none, expected 1.4.2"),
+        ("1.4.2", "", "release 1.4.2, expected none"),
+    ],
+)
+def test_the_verdict_compares_the_release(release: str, expected_release: str, said: str) -> None:
+    found = verdict(
+        "6.1.0-28-cloud-amd64",
+        "6.1.119-1",
+        "d" * 64,
+        "6.1.0-28-cloud-amd64",
+        "d" * 64,
+        None,
+        release,
+        expected_release,
+    )
+    assert found == said
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,8 @@ def test_status_json_has_the_documented_keys(project: Path, capsys) -> None:
     assert set(status) == {"service", "live", "standby", "rollout", "image"}
     assert status["rollout"] is None
     assert set(status["live"]) == {
-        "color", "asg", "ami", "launch_template_version", "target_group", "target_group_arn",
-        "weight", "desired", "in_service", "healthy",
+        "color", "asg", "ami", "release", "launch_template_version", "target_group",
+        "target_group_arn", "weight", "desired", "in_service", "healthy",
     }  # fmt: skip
     assert status["standby"] is None
     assert set(status["image"]) == {

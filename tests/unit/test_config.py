@@ -37,7 +37,12 @@ def test_the_shipped_config_loads() -> None:
     assert loaded.target == "local"
     assert list(loaded.images) == ["base", "web"]
     assert [step.kind for step in loaded.images["base"].steps] == ["patch", "harden", "lineage"]
-    assert [step.kind for step in loaded.images["web"].steps] == ["shell", "lineage"]
+    assert [step.kind for step in loaded.images["web"].steps] == [
+        "shell",
+        "pull-deploy",
+        "ship-logs",
+        "lineage",
+    ]
     assert loaded.images["web"].base_for("local").describe() == "image:base"
     assert loaded.services["demo"].image == "web"
     assert loaded.local.machines and loaded.local.machine_memory == 384

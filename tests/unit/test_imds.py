@@ -572,3 +572,37 @@ def test_the_module_imports_nothing_outside_the_standard_library(tmp_path) -> No
         and name not in ("bake", "bake.local", "bake.local.imds")
     ]
     assert outside == []
+
+
+def test_an_instance_with_a_profile_gets_its_roles_credentials() -> None:
+    doc = document(iam_role="goldenbake-local")
+    token = token_for(doc)
+
+    listing, credentials, info = talk(
+        get("/latest/meta-data/iam/security-credentials/", token),
+        get("/latest/meta-data/iam/security-credentials/goldenbake-local", token),
+        get("/latest/meta-data/iam/info", token),
+        doc=doc,
+    )
+
+    assert (listing.status, listing.body) == (200, b"goldenbake-local")
+    issued = json.loads(credentials.body)
+    assert issued["Code"] == "Success" and issued["Type"] == "AWS-HMAC"
+    assert issued["AccessKeyId"].startswith("ASIA") and len(issued["AccessKeyId"]) <= 20
+    assert issued["SecretAccessKey"] and issued["Token"]
+    assert issued["Expiration"] > issued["LastUpdated"]
+    assert json.loads(info.body)["InstanceProfileArn"].endswith(
+        ":instance-profile/goldenbake-local"
+    )
+
+
+def test_an_instance_without_a_profile_has_no_iam() -> None:
+    doc = document()
+    token = token_for(doc)
+    listing, credentials = talk(
+        get("/latest/meta-data/", token),
+        get("/latest/meta-data/iam/security-credentials/", token),
+        doc=doc,
+    )
+    assert b"iam/" not in listing.body.split(b"\n")
+    assert credentials.status == 404

@@ -88,6 +88,24 @@ def test_a_shell_step_runs_its_script_with_its_environment(tmp_path: Path) -> No
     assert shell["environment_vars"] == ["ROLE=web", "PORT=8080"]
 
 
+def test_pull_deploy_uploads_its_agent_and_installs_it_with_its_units(tmp_path: Path) -> None:
+    step = {"pull-deploy": {"directory": "/opt/shop", "user": "shop", "before": ["nginx.service"]}}
+    ctx = make_context(tmp_path, steps=[step])
+    rendered = render_image(ctx, ctx.require_image())
+    upload, install = parse_rendered(ctx)["build"][0]["provisioner"][2:4]
+
+    agent = ctx.config.packer_path / "scripts" / "pull-release.py"
+    assert upload["file"]["source"] == str(agent)
+    assert upload["file"]["destination"] == "/tmp/bake-pull-release"
+    assert install["shell"]["script"].endswith("pull-deploy.sh")
+    assert install["shell"]["environment_vars"] == [
+        "BAKE_APP_DIR=/opt/shop",
+        "BAKE_APP_USER=shop",
+        "BAKE_RELEASE_BEFORE=nginx.service",
+    ]
+    assert agent in rendered.files, "the agent is part of the build's inputs"
+
+
 def test_a_template_that_does_not_render_is_bad_input(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
     (tmp_path / "packer" / "local.pkr.hcl.j2").write_text("source {{ image.name \n")

@@ -122,3 +122,57 @@ def test_every_record_fits_a_load_balancer_tag_value(rollout: Rollout) -> None:
     assert len(value) <= 256
     assert all(ch.isalnum() or ch in " _.:/=+-@" for ch in value)
     assert Rollout.decode(value) == rollout
+
+
+RELEASES = (None, "1.0", "2.0")
+released_rollouts = st.none() | st.builds(
+    lambda incoming, state, ami, release: Rollout(
+        "run-1",
+        state,
+        incoming,
+        ami,
+        bluegreen.other(incoming),
+        "ami-old",
+        "2026-11-27",
+        release=release,
+    ),
+    st.sampled_from(["blue", "green"]),
+    st.sampled_from(STATES),
+    st.sampled_from(AMIS),
+    st.sampled_from(RELEASES),
+)
+
+
+@given(
+    weights=weights,
+    rollout=released_rollouts,
+    ami=st.sampled_from(AMIS),
+    release=st.sampled_from(RELEASES),
+)
+def test_a_release_resumes_only_the_rollout_of_the_same_ami_and_release(
+    weights: dict[str, int], rollout: Rollout | None, ami: str, release: str | None
+) -> None:
+    """`bake release` names its release: an unfinished rollout of the same AMI with another
+    release is not resumed (it is replaced only while it moved no traffic); a swap of an AMI alone
+    resumes the rollout of that AMI whatever release it carries."""
+    state = state_of(weights, rollout)
+    try:
+        decision = bluegreen.decide(state, ami, release)
+    except InputError:
+        return
+    if decision.resumes:
+        assert decision.resumes.ami == ami
+        assert release is None or decision.resumes.release == release
+        assert decision.resumes.incoming == decision.incoming
+    elif rollout is not None and rollout.pending:
+        assert weights[rollout.incoming] == 0, "a rollout carrying traffic is never replaced"
+        assert decision.replaces == rollout
+
+
+def test_an_interrupted_release_is_resumed_by_the_same_release() -> None:
+    pending = Rollout("run-1", "rolling", "green", "ami-old", "blue", "ami-old", "2026", "2.0")
+    state = state_of({"blue": 50, "green": 50}, pending)
+
+    assert bluegreen.decide(state, "ami-old", "2.0").resumes == pending
+    with pytest.raises(InputError, match="carries 50% of the traffic"):
+        bluegreen.decide(state, "ami-old", "3.0")

@@ -253,9 +253,9 @@ def test_a_fresh_colour_state_carries_no_traffic_and_no_health() -> None:
     assert (state.weight, state.desired, state.in_service, state.healthy) == (0, 0, 0, 0)
     assert state.health.ok is False and state.group is None
     assert state.to_dict() == {
-        "color": "green", "asg": None, "ami": None, "launch_template_version": None,
-        "target_group": None, "target_group_arn": None, "weight": 0, "desired": 0,
-        "in_service": 0, "healthy": 0,
+        "color": "green", "asg": None, "ami": None, "release": None,
+        "launch_template_version": None, "target_group": None, "target_group_arn": None,
+        "weight": 0, "desired": 0, "in_service": 0, "healthy": 0,
     }  # fmt: skip
 
 

@@ -51,6 +51,9 @@ def test_seed_creates_network_and_blue_environment(cloud, config, base_ami):
     assert data["InstanceType"] == "t3.micro"
     assert data["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled"}
     assert len(data["SecurityGroupIds"]) == 1
+    assert data["IamInstanceProfile"] == {"Name": "goldenbake-local"}
+    (profile,) = cloud.client("iam").list_instance_profiles()["InstanceProfiles"]
+    assert [role["RoleName"] for role in profile["Roles"]] == ["goldenbake-local"]
 
     (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["demo-blue"])[
         "AutoScalingGroups"

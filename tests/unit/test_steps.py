@@ -223,9 +223,34 @@ RULES = [
         id="lineage-unknown-option",
     ),
     pytest.param(
+        image({"pull-deploy": {"directory": "srv/app"}}),
+        r"steps\[0\] \(pull-deploy\): directory 'srv/app' is wrong: an absolute folder",
+        id="pull-deploy-relative-directory",
+    ),
+    pytest.param(
+        image({"pull-deploy": {"directory": "/etc"}}),
+        r"steps\[0\] \(pull-deploy\): directory '/etc' is wrong",
+        id="pull-deploy-system-directory",
+    ),
+    pytest.param(
+        image({"pull-deploy": {"user": "root"}}),
+        r"steps\[0\] \(pull-deploy\): user 'root' is wrong: a system user's name, not root",
+        id="pull-deploy-root",
+    ),
+    pytest.param(
+        image({"pull-deploy": {"before": ["nginx"]}}),
+        r"steps\[0\] \(pull-deploy\): before 'nginx' is not a systemd unit name",
+        id="pull-deploy-unit",
+    ),
+    pytest.param(
+        image({"pull-deploy": {"release": "1.0"}}),
+        r"steps\[0\] \(pull-deploy\): unknown option release \(known: directory, user, before\)",
+        id="pull-deploy-unknown-option",
+    ),
+    pytest.param(
         image("patch", "polish"),
         r"images\.base\.steps\[1\]: unknown step 'polish' \(known steps: patch, harden, lineage, "
-        r"shell, chef, ssm-agent, ship-logs\)$",
+        r"shell, chef, ssm-agent, ship-logs, pull-deploy\)$",
         id="unknown-step",
     ),
     pytest.param(

@@ -125,6 +125,7 @@ def test_an_instance_runs_its_groups_launch_template_user_data_and_tokens(seeded
 
     assert launched.user_data == b"release=7"
     assert (launched.http_tokens, launched.http_endpoint) == ("required", "enabled")
+    assert launched.iam_role == "goldenbake-local", "the seeded profile's role"
     assert supervisor.launched_from(seeded, instance, {}).user_data is None
 
 
