@@ -253,7 +253,7 @@ def status(app: App, service: str) -> None:
     from bake import plan as plan_module
 
     service_config = app.config.service(service)
-    app.target.prepare(machines=False)
+    app.target.prepare()  # a service's status includes its machines, started if the host stopped
     state = bluegreen.describe(app.target.cloud, service_config)
     image = plan_module.plan_image(app.config, app.target, service_config.image)
     lines = [f"service {service}"]

@@ -371,7 +371,11 @@ def test_stop_leaves_no_haproxy_and_frees_the_port(balancer, apps, port) -> None
     assert not pid_alive(master)
     assert not any(_runs_haproxy_of(pid, balancer.config) for pid in _pids())
     with socket.socket() as probe:
+        # SO_REUSEADDR: a connection closed a moment ago may still wait in TIME_WAIT on this
+        # port; the bind fails all the same while anything still listens on it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+        probe.listen()
 
 
 def test_a_start_stops_the_haproxy_a_killed_supervisor_left(tmp_path, apps, port) -> None:
