@@ -13,18 +13,14 @@ It boots real machines under QEMU: expect about 10 minutes on 2 cores without KV
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, bake
 from common import app as app_for
+from common import arguments, bake, packer_missing, timed_packer_build
 
 
 def plain_packer_build(config: Path, state: Path, image: str) -> float:
@@ -42,31 +38,16 @@ def plain_packer_build(config: Path, state: Path, image: str) -> float:
             "manifest_path": f"{work}/manifest.json",
             **app.target.build_variables(Path(work)),
         }
-        argv = ["packer", "build", "-machine-readable", "-color=false"]
+        argv = ["-machine-readable"]
         for name, value in sorted(variables.items()):
             argv += ["-var", f"{name}={value}"]
-        env = {**os.environ, "CHECKPOINT_DISABLE": "1", **app.target.packer_environment()}
-        started = time.monotonic()
-        subprocess.run(
-            [*argv, str(template)],
-            cwd=work,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        return time.monotonic() - started
+        return timed_packer_build(app, [*argv, str(template)], Path(work))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "bake.toml")
-    parser.add_argument("--service", default="demo")
-    parser.add_argument("--state", type=Path, default=REPO / ".bake")
-    args = parser.parse_args()
-    config, state = args.config.resolve(), args.state.resolve()
-    if shutil.which("packer") is None:
-        print("packer is not installed: run `make install`", file=sys.stderr)
+    args = arguments(__doc__.splitlines()[0], service="demo")
+    config, state = args.config, args.state
+    if packer_missing():
         return 2
 
     was_running = json.loads(bake(config, state, "--json", "local", "status").stdout)["running"]

@@ -18,18 +18,14 @@ It boots real machines under QEMU: expect 10 to 15 minutes on 2 cores without KV
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, bake
 from common import app as app_for
+from common import arguments, bake, packer_missing, timed_packer_build
 
 TARGET_SECONDS = 120.0
 TARGET_RATIO = 0.3
@@ -96,27 +92,13 @@ def plain_packer_build(config: Path, state: Path, image: str) -> float:
             ),
             encoding="utf-8",
         )
-        started = time.monotonic()
-        subprocess.run(
-            ["packer", "build", "-color=false", str(template)],
-            cwd=work,
-            env={**os.environ, "CHECKPOINT_DISABLE": "1", **app.target.packer_environment()},
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        return time.monotonic() - started
+        return timed_packer_build(app, [str(template)], Path(work))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "bake.toml")
-    parser.add_argument("--image", default="base")
-    parser.add_argument("--state", type=Path, default=REPO / ".bake")
-    args = parser.parse_args()
-    config, state = args.config.resolve(), args.state.resolve()
-    if shutil.which("packer") is None:
-        print("packer is not installed: run `make install`", file=sys.stderr)
+    args = arguments(__doc__.splitlines()[0], image="base")
+    config, state = args.config, args.state
+    if packer_missing():
         return 2
 
     started = time.monotonic()

@@ -16,7 +16,6 @@ It bakes and boots real machines under QEMU: expect 10 to 20 minutes on 2 cores 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO
+from common import REPO, arguments
 from common import bake as run_bake
 
 sys.path.insert(0, str(REPO))
@@ -89,12 +88,8 @@ def under_load(url: str, config: Path, state: Path, *args: str) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO / "bake.toml")
-    parser.add_argument("--service", default="demo")
-    parser.add_argument("--state", type=Path, default=REPO / ".bake")
-    args = parser.parse_args()
-    config, state, service = args.config.resolve(), args.state.resolve(), args.service
+    args = arguments(__doc__.splitlines()[0], service="demo")
+    config, state, service = args.config, args.state, args.service
 
     since = time.strftime("%H:%M:%S")
     bake(config, state, "bake-and-swap", service)
