@@ -53,11 +53,17 @@ bake-and-swap: install
 	$(BAKE) local status
 	@$(VENV)/bin/python -c "$$ANSWER" $(SERVICE)
 
+# The tests that boot no machine run on every core (pytest-xdist), then the ones that do, alone:
+# they share booted machines and measure traffic, and a second VM suite beside them would only
+# slow both. Both parts run, whichever fails; `make test` fails if either did.
 test: install
-	$(VENV)/bin/pytest
+	@status=0; \
+	$(VENV)/bin/pytest -m "not vm" -n auto || status=$$?; \
+	$(VENV)/bin/pytest -m vm || status=$$?; \
+	exit $$status
 
 test-fast: install
-	$(VENV)/bin/pytest -m "not vm$(NOT_ROOT)"
+	$(VENV)/bin/pytest -m "not vm$(NOT_ROOT)" -n auto
 
 lint: install
 	$(VENV)/bin/ruff check bake tests bench serverspec_tests

@@ -155,9 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
         kept.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=kept.parent, prefix=".partial-", delete=False) as copy:
             try:
-                received = _copy_to_both(upstream, self.wfile, copy)
+                received, held = _copy_to_both(upstream, self.wfile, copy)
             except (http.client.HTTPException, OSError):  # the archive hung up part way
-                received = -1
+                received, held = -1, b""
         partial = Path(copy.name)
         if received < 0 or (length is not None and received != int(length)):
             partial.unlink(missing_ok=True)
@@ -168,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
                 stamp = email.utils.parsedate_to_datetime(modified).timestamp()
                 os.utime(partial, (stamp, stamp))
         partial.replace(kept)
+        with contextlib.suppress(OSError):  # kept first: whoever asks after apt has it, hits
+            self.wfile.write(held)
 
     def _relay_error(self, status: int, reason: str) -> None:
         body = f"{status} {reason}\n".encode()
@@ -179,19 +181,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def _copy_to_both(source: Any, client: Any, copy: Any) -> int:
-    """Copy `source` into the file `copy` and, while it listens, to `client`; bytes read."""
+def _copy_to_both(source: Any, client: Any, copy: Any) -> tuple[int, bytes]:
+    """Copy `source` into the file `copy` and, while it listens, to `client`, all but the last
+    chunk, which is returned for the caller to send once the copy is kept: (bytes read, chunk)."""
     received = 0
     listening = True
+    held = b""
     while chunk := source.read(CHUNK):
         received += len(chunk)
         copy.write(chunk)
-        if listening:
+        if listening and held:
             try:
-                client.write(chunk)
+                client.write(held)
             except OSError:  # apt went away; the copy is still worth finishing
                 listening = False
-    return received
+        held = chunk
+    return received, held if listening else b""
 
 
 class _CacheServer(ThreadingHTTPServer):
