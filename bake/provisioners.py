@@ -54,8 +54,11 @@ def lineage(step: LineageStep, context: StepContext) -> list[Block]:
 
 
 def shell(step: ShellStep, context: StepContext) -> list[Block]:
+    """A script of the user's, with its environment and BAKE_APT_PROXY: the host's package cache
+    on the local target, empty elsewhere, for a script that installs packages to pass to apt."""
     script = context.config.root / step.script
-    return [shell_block("shell", context, script, step.environment)]
+    env: dict[str, str] = {**step.environment, "BAKE_APT_PROXY": Expr("var.apt_proxy")}
+    return [shell_block("shell", context, script, env)]
 
 
 SSM_AGENT_SCRIPT = "ssm-agent.sh"

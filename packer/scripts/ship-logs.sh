@@ -75,7 +75,12 @@ if [ "$BAKE_SHIP_LOGS_TO" = cloudwatch ]; then
   packages="rsyslog logrotate"
   command -v curl >/dev/null 2>&1 || packages="$packages curl"
 fi
-apt-get "$@" update
+# Package lists an earlier step of this build fetched (the folder changed within 30 minutes;
+# apt dates the files themselves as the archive does) are fresh enough to install from.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 \
+  || [ -z "$(find /var/lib/apt/lists -maxdepth 0 -mmin -30)" ]; then
+  apt-get "$@" update
+fi
 # shellcheck disable=SC2086 # one word per package
 apt-get "$@" install $packages
 apt-get clean

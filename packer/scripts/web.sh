@@ -6,8 +6,19 @@
 # that cannot learn who it is never passes a health check.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends nginx curl
+# apt's options on its command line only (nothing of them stays in the image): no index
+# translations, gzip indexes, and the host's package cache where the build has one.
+set -- -y -q -o APT::Install-Recommends=false -o Acquire::Languages=none \
+  -o Acquire::CompressionTypes::Order::=gz -o Dpkg::Use-Pty=0
+[ -z "${BAKE_APT_PROXY:-}" ] || set -- "$@" -o Acquire::http::Proxy="${BAKE_APT_PROXY}"
+# Package lists an earlier step of this build fetched (the folder changed within 30 minutes;
+# apt dates the files themselves as the archive does) are fresh enough to install from.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 \
+  || [ -z "$(find /var/lib/apt/lists -maxdepth 0 -mmin -30)" ]; then
+  apt-get "$@" update
+fi
+apt-get "$@" install nginx curl
+set --
 
 install -d -m 0755 /usr/local/lib/bake
 cat > /usr/local/lib/bake/identity <<'PY'

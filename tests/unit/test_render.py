@@ -85,7 +85,7 @@ def test_a_shell_step_runs_its_script_with_its_environment(tmp_path: Path) -> No
     render_image(ctx, ctx.require_image())
     shell = parse_rendered(ctx)["build"][0]["provisioner"][2]["shell"]
     assert shell["script"] == str(tmp_path / "site.sh")
-    assert shell["environment_vars"] == ["ROLE=web", "PORT=8080"]
+    assert shell["environment_vars"] == ["ROLE=web", "PORT=8080", "BAKE_APT_PROXY=${var.apt_proxy}"]
 
 
 def test_pull_deploy_uploads_its_agent_and_installs_it_with_its_units(tmp_path: Path) -> None:
