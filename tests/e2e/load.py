@@ -93,3 +93,19 @@ class Load:
     def served_by(self) -> list[str | None]:
         """Who answered each request, in the order they were sent (None: no answer)."""
         return [answer.instance_id for answer in self.in_order()]
+
+
+def answered_by_one_colour_then_the_other(load: Load, before: set[str], after: set[str]) -> None:
+    """Every request answered; the first ones by `before`'s machines, the last ones by `after`'s,
+    and nobody else."""
+    answers = load.in_order()
+    failures = load.failures()
+    print(f"{len(answers)} requests, {len(failures)} failed")
+    assert len(answers) > 40, "the load did not run"
+    assert failures == [], f"{len(failures)} of {len(answers)} requests failed: {failures[:5]}"
+    served = [answer.instance_id for answer in answers]
+    assert set(served) <= before | after, f"answered by {set(served) - before - after} too"
+    head, tail = served[:10], served[-10:]
+    assert set(head) <= before, f"the first answers came from {set(head) - before}"
+    assert set(tail) <= after, f"the last answers came from {set(tail) - after}"
+    assert before & set(served) and after & set(served)
