@@ -57,7 +57,10 @@ build {{
     # The suites a Debian install has (the base disk has its release alone; the patch step adds
     # the others), then Debian's own update and upgrade, nothing tuned.
     inline = [
-      "printf 'deb http://deb.debian.org/debian bookworm main\\ndeb http://deb.debian.org/debian bookworm-updates main\\ndeb http://deb.debian.org/debian-security bookworm-security main\\n' > /etc/apt/sources.list",
+      "cd /etc/apt",
+      "echo 'deb http://deb.debian.org/debian bookworm main' > sources.list",
+      "echo 'deb http://deb.debian.org/debian bookworm-updates main' >> sources.list",
+      "echo 'deb http://deb.debian.org/debian-security bookworm-security main' >> sources.list",
       "export DEBIAN_FRONTEND=noninteractive",
       "apt-get update",
       "apt-get -y dist-upgrade",
