@@ -338,11 +338,16 @@ class LocalTarget(Target):
         try:
             return logsink.command(run_dir, f"verify-{image.name}-messages.log")
         except ValueError as exc:
-            raise InputError(
-                f"state directory {self.state.root}: {exc}",
-                hint="use a state directory whose path has no spaces, commas or quotes "
-                "(BAKE_STATE_DIR or state_dir in bake.toml)",
-            ) from None
+            raise self._unquotable_state(exc) from None
+
+    def _unquotable_state(self, exc: ValueError) -> InputError:
+        """The error for a state directory QEMU's options cannot carry (a collector's or a
+        metadata service's command line names a path in it)."""
+        return InputError(
+            f"state directory {self.state.root}: {exc}",
+            hint="use a state directory whose path has no spaces, commas or quotes "
+            "(BAKE_STATE_DIR or state_dir in bake.toml)",
+        )
 
     def _verification_metadata(self, built: Built, run_id: str, work: Path) -> str:
         """The metadata service of a verification machine: an instance id of its own, the AMI."""
@@ -365,8 +370,4 @@ class LocalTarget(Target):
         try:
             return imds.command(document)
         except ValueError as exc:
-            raise InputError(
-                f"state directory {self.state.root}: {exc}",
-                hint="use a state directory whose path has no spaces, commas or quotes "
-                "(BAKE_STATE_DIR or state_dir in bake.toml)",
-            ) from None
+            raise self._unquotable_state(exc) from None
