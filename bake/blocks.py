@@ -39,6 +39,8 @@ class StepContext:
     execute_command: str | None
     runner: Runner
     render_dir: Path
+    # the build machine runs under QEMU's TCG (the local target without KVM)
+    emulated: bool = False
 
 
 def shell_block(step: str, context: StepContext, script: Path, env: dict[str, str]) -> Block:

@@ -162,8 +162,12 @@ def inventory_blocks(context: StepContext, name: str) -> list[Block]:
 
 def blocks_for(context: StepContext) -> list[Block]:
     """The provisioner blocks of an image's steps, in order, sealed at the end, with the package
-    lists of the source before them and of the image after them."""
-    blocks = inventory_blocks(context, inventory.SOURCE_LIST)
+    lists of the source before them and of the image after them; on an emulated build machine,
+    first of all the running kernel's setting that lets every process reuse QEMU's translations."""
+    blocks = []
+    if context.emulated:
+        blocks.append(shell_block("emulated", context, context.scripts / "emulated.sh", {}))
+    blocks.extend(inventory_blocks(context, inventory.SOURCE_LIST))
     for step in [*context.image.steps, SealStep()]:
         blocks.extend(PROVISIONERS[step.kind](step, context))
     return [*blocks, *inventory_blocks(context, inventory.IMAGE_LIST)]

@@ -1,6 +1,7 @@
 """Nothing the build used to go faster stays in the image: apt and dpkg are configured as the
-distribution ships them (no proxy, no unsafe I/O, no skipped index files), and every kernel boots
-with an initramfs that its boot menu names, made with the image's own settings."""
+distribution ships them (no proxy, no unsafe I/O, no skipped index files), every kernel boots
+with an initramfs that its boot menu names, made with the image's own settings, and processes
+get randomised address spaces (an emulated build machine turns that off while it runs)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ def test_no_proxy_is_configured_anywhere(host):
     for path in ("/etc/environment", "/etc/apt/apt.conf"):
         assert "proxy" not in host.run(f"cat {path} 2>/dev/null").stdout.lower()
     assert host.run("grep -ril proxy /etc/apt/apt.conf.d/").stdout.strip() == ""
+
+
+def test_address_spaces_are_randomised(host):
+    assert host.sysctl("kernel.randomize_va_space") == 2
+    with host.sudo():
+        settings = host.run(
+            "cat /etc/sysctl.conf /etc/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf 2>/dev/null"
+        ).stdout
+    assert not re.search(r"^\s*kernel\.randomize_va_space\s*=\s*[01]\s*$", settings, re.MULTILINE)
+    assert "norandmaps" not in host.file("/proc/cmdline").content_string
 
 
 def read_variables(text: str) -> dict[str, str]:

@@ -141,6 +141,12 @@ def test_building_needs_root() -> None:
     basedisk.require_root(0)
 
 
+def test_only_an_emulated_first_boot_turns_address_randomisation_off() -> None:
+    assert basedisk.first_boot_append("tcg").split()[-1] == "norandmaps"
+    assert "norandmaps" not in basedisk.first_boot_append("kvm")
+    assert "norandmaps" not in basedisk.KERNEL_APPEND, "the disk's digest keeps its command line"
+
+
 class FakeBuild:
     """Answers the build's commands as the real tools would, leaving the files they leave."""
 
@@ -192,7 +198,8 @@ def test_build_runs_each_phase_and_stores_the_disk(
     assert mke2fs[mke2fs.index("-E") + 1] == "offset=1048576"
     assert mke2fs[-1] == "2047M"
     assert fake.seen_in_tree["keys"] == PUBLIC_KEY + "\n"
-    assert fake.seen_in_tree["append"] == "root=/dev/vda1 rw console=ttyS0 net.ifnames=0"
+    # under TCG the first boot goes without address space randomisation (the disk keeps its own)
+    assert fake.seen_in_tree["append"] == "root=/dev/vda1 rw console=ttyS0 net.ifnames=0 norandmaps"
     assert disk.path.read_bytes() == b"qcow2 disk"
     assert ImageStore(state.store, history).path(disk.sha256) == disk.path
     assert history.artifact(disk.sha256).image == "base-disk:debian-bookworm"

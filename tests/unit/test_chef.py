@@ -37,10 +37,12 @@ def chef_context(tmp_path: Path, **options: Any) -> RunContext:
 
 def render(ctx: RunContext) -> tuple[Rendered, list[dict[str, Any]]]:
     """Render the image; give the result and its steps' provisioner blocks as python-hcl2 reads
-    them (without the package lists taken before the first step and after the seal)."""
+    them (without the emulated build machine's first block, and the package lists taken before
+    the first step and after the seal)."""
     rendered = render_image(ctx, ctx.require_image())
     parsed = templates.parse(rendered.text, rendered.path)
-    blocks = parsed["build"][0]["provisioner"]
+    emulated, *blocks = parsed["build"][0]["provisioner"]
+    assert Path(emulated["shell"]["script"]).name == "emulated.sh"
     inventory = [blocks[0], blocks[1], blocks[-2], blocks[-1]]
     assert [Path(b["shell"]["script"]).name for b in inventory[::2]] == ["inventory.sh"] * 2
     return rendered, blocks[2:-2]

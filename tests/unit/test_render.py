@@ -39,16 +39,37 @@ def test_renders_the_local_template_for_packer_1_6(tmp_path: Path) -> None:
         "destination": "${var.inventory_directory}/source-packages.tsv",
     }
     assert steps == [
-        "inventory.sh", download, "patch.sh", "harden.sh", "lineage.sh", "seal.sh",
+        "emulated.sh", "inventory.sh", download, "patch.sh", "harden.sh", "lineage.sh", "seal.sh",
         "inventory.sh", {**download, "source": "/run/bake-packages.tsv",
                          "destination": "${var.inventory_directory}/packages.tsv"},
     ]  # fmt: skip
-    assert provisioners[0]["shell"]["environment_vars"] == [
+    assert "environment_vars" not in provisioners[0]["shell"]
+    assert provisioners[1]["shell"]["environment_vars"] == [
         "BAKE_INVENTORY_FILE=/run/bake-source-packages.tsv"
     ]
-    lineage_env = provisioners[4]["shell"]["environment_vars"]
+    lineage_env = provisioners[5]["shell"]["environment_vars"]
     assert "BAKE_DIGEST=${var.build_digest}" in lineage_env
     assert "manifest" in parsed["build"][0]["post-processor"][0]
+
+
+def test_only_an_emulated_build_machine_turns_address_randomisation_off(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    render_image(ctx, ctx.require_image())
+    first = parse_rendered(ctx)["build"][0]["provisioner"][0]["shell"]
+    script = Path(first["script"])
+    assert script.name == "emulated.sh"
+    assert "kernel.randomize_va_space=0" in script.read_text()
+
+    ctx.target.accelerator = "kvm"  # type: ignore[misc]
+    render_image(ctx, ctx.require_image())
+    scripts = [
+        Path(p["shell"]["script"]).name
+        for p in parse_rendered(ctx)["build"][0]["provisioner"]
+        if "shell" in p
+    ]
+    assert "emulated.sh" not in scripts
+    assert scripts[0] == "inventory.sh"
+    assert parse_rendered(ctx)["source"][0]["qemu"]["base"]["accelerator"] == "kvm"
 
 
 def test_packer_1_7_and_newer_get_required_plugins_and_init(tmp_path: Path) -> None:
@@ -73,7 +94,7 @@ def test_validate_gets_every_variable_and_the_rendered_file(tmp_path: Path) -> N
 def test_patch_mirrors_come_from_the_step_or_the_target(tmp_path: Path) -> None:
     ctx = make_context(tmp_path, steps=[{"patch": {"mirror": "http://mirror.example/debian"}}])
     render_image(ctx, ctx.require_image())
-    env = parse_rendered(ctx)["build"][0]["provisioner"][2]["shell"]["environment_vars"]
+    env = parse_rendered(ctx)["build"][0]["provisioner"][3]["shell"]["environment_vars"]
     assert "BAKE_MIRROR=http://mirror.example/debian" in env
     assert "BAKE_SECURITY_MIRROR=http://deb.debian.org/debian-security" in env
 
@@ -83,7 +104,7 @@ def test_a_shell_step_runs_its_script_with_its_environment(tmp_path: Path) -> No
     step = {"shell": {"script": "site.sh", "environment": {"ROLE": "web", "PORT": "8080"}}}
     ctx = make_context(tmp_path, steps=[step])
     render_image(ctx, ctx.require_image())
-    shell = parse_rendered(ctx)["build"][0]["provisioner"][2]["shell"]
+    shell = parse_rendered(ctx)["build"][0]["provisioner"][3]["shell"]
     assert shell["script"] == str(tmp_path / "site.sh")
     assert shell["environment_vars"] == ["ROLE=web", "PORT=8080", "BAKE_APT_PROXY=${var.apt_proxy}"]
 
@@ -92,7 +113,7 @@ def test_pull_deploy_uploads_its_agent_and_installs_it_with_its_units(tmp_path: 
     step = {"pull-deploy": {"directory": "/opt/shop", "user": "shop", "before": ["nginx.service"]}}
     ctx = make_context(tmp_path, steps=[step])
     rendered = render_image(ctx, ctx.require_image())
-    upload, install = parse_rendered(ctx)["build"][0]["provisioner"][2:4]
+    upload, install = parse_rendered(ctx)["build"][0]["provisioner"][3:5]
 
     agent = ctx.config.packer_path / "scripts" / "pull-release.py"
     assert upload["file"]["source"] == str(agent)
