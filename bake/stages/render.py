@@ -29,7 +29,7 @@ def render_image(ctx: RunContext, image: ImageConfig) -> Rendered:
         execute_command=settings.get("execute_command"),
         runner=ctx.runner,
         render_dir=ctx.state.rendered(image.name, ctx.target.name).parent,
-        emulated=settings.get("local", {}).get("accelerator") == "tcg",
+        emulated=settings.get("emulated", False),
     )
     blocks = blocks_for(step_context)
     if settings.get("communicator") == "none":

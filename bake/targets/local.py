@@ -73,6 +73,8 @@ class LocalTarget(Target):
         private_key, _ = self.keypair
         return {
             "builder": "qemu",
+            # the build machine runs under TCG: render adds the block that speeds it up
+            "emulated": self.accelerator == "tcg",
             "mirror": self.settings.mirror,
             "security_mirror": self.settings.security_mirror,
             "local": {
