@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from moto.elbv2.models import FakeHealthStatus, FakeTargetGroup
 from moto.server import ThreadedMotoServer
 
@@ -28,6 +29,11 @@ from bake.runner import Runner
 from bake.state import StateDir
 
 REGION = "us-east-1"
+
+# Properties are checked for what they assert, not for how fast one example runs or is drawn:
+# under `make test` these tests share the host's cores with machines booting under emulation.
+settings.register_profile("goldenbake", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("goldenbake")
 
 
 @pytest.fixture(scope="session")

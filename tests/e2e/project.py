@@ -70,8 +70,10 @@ class Project:
         )
         return result
 
-    def status(self) -> dict[str, Any]:
-        return self.ok("--json", "status", "demo").json
+    def status(self, config: Path | None = None) -> dict[str, Any]:
+        """`bake status demo --json`. Like every command of a service it has the data plane
+        follow its config: pass the config that names every service still running."""
+        return self.ok("--json", "status", "demo", config=config).json
 
     def local(self) -> dict[str, Any]:
         """`bake local status --json`: the cloud, each service's URL, the machines."""

@@ -1,11 +1,16 @@
 """`bake rollout` on the local target with two images (`base`, and `web` on it) and two services
-(`demo`, and `shop` added here): a rebuild of base cascades to web and to both services, every
-instance is proven over SSH, the report opens in a real browser, the webhook hears of it, and a
-second rollout has nothing to do. Runs after test_pipeline.py, on the images it baked."""
+(`demo`, and `shop` added here): a rebuild of base cascades to web and to both services while
+demo serves HTTP load (no request fails, traffic moves to the rebuilt image), every instance is
+proven over SSH, the report opens in a real browser, the webhook hears of it, and a second
+rollout has nothing to do. Then, with both colours of demo serving, a rollback under load, and a
+machine killed halfway through a shift, which sends traffic back. Runs after test_pipeline.py
+and test_releases.py, on the images they baked."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -18,7 +23,9 @@ import pytest
 from debian.debian_support import version_compare
 
 from bake.archive import Archive, suites_for
-from tests.e2e.project import Project, variant
+from bake.polling import wait_until
+from tests.e2e.load import Load, answered_by_one_colour_then_the_other
+from tests.e2e.project import REPO, Project, Result, variant
 
 pytestmark = pytest.mark.vm
 
@@ -84,14 +91,34 @@ def newest_kernel(project: Project) -> str:
 
 @pytest.fixture(scope="module")
 def cascade(project: Project, fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The rollout, with HTTP load on demo from the moment its swap starts (the swap's log
+    appears) until the rollout has ended: the builds before it run on a quiet host."""
     report = tmp_path_factory.mktemp("report")
     required = newest_kernel(project)
-    result = project.bake(
+    before = project.status()  # as test_pipeline.py left it: demo alone, shop not yet seeded
+    old = ids_of(project, before["live"]["color"])
+    url = project.url()
+    argv = (
         "--json", "rollout", "--all", "--rebuild", "base", "--parallel", "2",
-        "--require-kernel", required, "--report", str(report), config=fleet,
+        "--require-kernel", required, "--report", str(report),
     )  # fmt: skip
+    ended: list[Result] = []
+    rollout = threading.Thread(
+        target=lambda: ended.append(project.bake(*argv, config=fleet)), name="rollout"
+    )
+    rollout.start()
+    wait_until(lambda: (report / "swap-demo.log").exists() or not rollout.is_alive(), 3600, 1)
+    with Load(url, rate=20, seconds=1800) as load:
+        rollout.join()
+        time.sleep(3)
+    (result,) = ended
     assert result.code == 0, failed_rollout(project, report, result.err)
-    return {"out": result.json, "report": report, "required": required}
+    return {"out": result.json, "report": report, "required": required, "load": load,
+            "before": before, "old": old}  # fmt: skip
+
+
+def ids_of(project: Project, color: str, service: str = "demo") -> set[str]:
+    return {machine["instance_id"] for machine in project.machines(color, service)}
 
 
 def failed_rollout(project: Project, report: Path, err: str) -> str:
@@ -124,6 +151,25 @@ def test_a_rebuilt_base_cascades_to_web_and_to_both_services(project, cascade) -
     for machine in project.machines(service="shop"):
         if machine["state"] == "running" and machine["color"] == services["shop"]["live_color"]:
             assert machine["ami"] == web
+
+
+def test_demo_moved_to_the_rebuilt_image_under_load_with_no_failed_request(
+    project, fleet, cascade
+) -> None:
+    demo = services_of(cascade)["demo"]
+    before = cascade["before"]
+    assert demo["live_color"] != before["live"]["color"]
+    assert demo["old_ami"] == before["live"]["ami"] != demo["new_ami"]
+    assert {machine["ami"] for machine in project.machines(demo["live_color"])} == {demo["new_ami"]}
+    load = cascade["load"]
+    answered_by_one_colour_then_the_other(load, cascade["old"], ids_of(project, demo["live_color"]))
+    assert {answer.ami for answer in load.in_order()[-10:]} == {demo["new_ami"]}
+    status = project.status(fleet)
+    assert (status["live"]["color"], status["live"]["healthy"]) == (demo["live_color"], 2)
+    assert (status["standby"]["color"], status["standby"]["healthy"]) == (
+        before["live"]["color"],
+        2,
+    ), "the colour that served before the rollout is kept warm for a rollback"
 
 
 def test_every_instance_of_both_services_is_proven_to_run_the_new_kernel(project, cascade) -> None:
@@ -189,6 +235,82 @@ def test_a_kernel_the_archive_does_not_have_stops_the_rollout_before_any_build(
     assert result.code == 1
     assert "the archive has no kernel 99.0-1 or newer for image base" in result.err
     assert len(project.ok("--json", "history", "--limit", "200").json) == before
+
+
+def test_a_rollback_under_load_drops_no_request_and_moves_it_back(project, fleet, cascade) -> None:
+    demo = services_of(cascade)["demo"]
+    status = project.status(fleet)
+    live, standby = status["live"]["color"], status["standby"]["color"]
+    assert (live, status["standby"]["healthy"]) == (demo["live_color"], 2)
+    leaving, returning = ids_of(project, live), ids_of(project, standby)
+    with Load(project.url(), rate=20, seconds=600) as load:
+        time.sleep(3)
+        result = project.ok("--json", "rollback", "demo", config=fleet).json
+        time.sleep(3)
+    assert (result["live_color"], result["ami"]) == (standby, demo["old_ami"])
+    answered_by_one_colour_then_the_other(load, leaving, returning)
+    status = project.status(fleet)
+    assert (status["live"]["color"], status["live"]["weight"]) == (standby, 100)
+    assert (status["standby"]["color"], status["standby"]["healthy"]) == (live, 2)
+
+
+def test_a_machine_killed_during_the_shift_sends_traffic_back_with_no_failed_request(
+    project, fleet, cascade, tmp_path
+) -> None:
+    # the fleet's config (so shop keeps its frontend and machines), demo shifting in two steps
+    text = fleet.read_text()
+    assert "shift_steps = [100]" in text
+    config = tmp_path / "bake.toml"
+    config.write_text(
+        text.replace("shift_steps = [100]", 'shift_steps = [50, 100]\nshift_interval = "90s"')
+    )
+    status = project.status(fleet)
+    live, incoming = status["live"]["color"], status["standby"]["color"]
+    serving = ids_of(project, live)
+    victim = project.machines(incoming)[0]
+    with Load(project.url(), rate=20, seconds=600) as load:
+        swapping = subprocess.Popen(
+            project.argv("swap", "demo", config=config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=project.environment(),
+            cwd=REPO,
+        )
+        halfway = wait_until(
+            lambda: (
+                project.local()["services"]["demo"]["weights"].get(f"demo-{incoming}") == 50
+                or swapping.poll() is not None
+            ),
+            300,
+            interval=1,
+        )
+        assert halfway and swapping.poll() is None, "the shift never reached 50/50"
+        time.sleep(5)
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, err = swapping.communicate(timeout=300)
+        time.sleep(3)
+    assert swapping.returncode == 1, err[-3000:]
+    assert f"{incoming} became unhealthy" in err.strip().splitlines()[-1]
+    assert victim["instance_id"] in err
+    failures = load.failures()
+    print(f"{len(load.answers)} requests, {len(failures)} failed")
+    assert failures == [], f"{len(failures)} requests failed: {failures[:5]}"
+    served = load.served_by()
+    assert set(served[-10:]) <= serving, f"traffic did not go back to {live}"
+    assert set(served) & (ids_of(project, incoming) | {victim["instance_id"]}), (
+        f"{incoming} never served"
+    )
+    status = project.status(fleet)
+    assert (status["live"]["color"], status["live"]["weight"]) == (live, 100)
+    assert status["rollout"]["state"] == "rolled-back"
+    assert "unhealthy" in status["rollout"]["reason"]
+    dead = next(m for m in project.machines(incoming) if m["instance_id"] == victim["instance_id"])
+    assert dead["state"] == "dead"
+
+
+def services_of(cascade: dict) -> dict[str, dict[str, Any]]:
+    return {service["name"]: service for service in cascade["out"]["report"]["services"]}
 
 
 def tags_of(project: Project, ami: str) -> dict[str, Any]:
