@@ -53,19 +53,13 @@ bake-and-swap: install
 	$(BAKE) local status
 	@$(VENV)/bin/python -c "$$ANSWER" $(SERVICE)
 
-# The tests that boot machines run in one process (they share booted machines and measure
-# traffic; a second VM suite beside them would only slow both). The tests that boot no machine run
-# beside them, in one worker, on the CPU the machines leave idle (builds are mostly one busy core,
-# health checks and soaks mostly waiting); their output lands in $(TEST_LOG) and is printed once
-# both parts are done. Both parts run, whichever fails; `make test` fails if either did.
-TEST_LOG := .bake-test/not-vm.log
+# The tests that boot no machine run on every core (pytest-xdist), then the ones that do, alone:
+# they share booted machines and measure traffic, and a second VM suite beside them would only
+# slow both. Both parts run, whichever fails; `make test` fails if either did.
 test: install
-	@mkdir -p $(dir $(TEST_LOG)); status=0; \
-	$(VENV)/bin/pytest -m "not vm" -n 1 -p no:cacheprovider > $(TEST_LOG) 2>&1 & fast=$$!; \
-	echo "tests that boot no machine: running beside the vm tests, output in $(TEST_LOG)"; \
+	@status=0; \
+	$(VENV)/bin/pytest -m "not vm" -n auto || status=$$?; \
 	$(VENV)/bin/pytest -m vm || status=$$?; \
-	wait $$fast || status=$$?; \
-	echo "--- tests that boot no machine ($(TEST_LOG)):"; cat $(TEST_LOG); \
 	exit $$status
 
 test-fast: install
@@ -89,4 +83,4 @@ mutation: install
 
 clean:
 	-$(BAKE) local down
-	rm -rf .bake .bake-test
+	rm -rf .bake

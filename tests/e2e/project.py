@@ -13,6 +13,8 @@ from typing import Any
 
 import boto3
 
+from bake.polling import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -89,6 +91,21 @@ class Project:
             for machine in self.local()["machines"]
             if machine["service"] == service and color in (None, machine["color"])
         ]
+
+    def machines_up(
+        self, color: str | None = None, service: str = "demo", timeout: float = 300
+    ) -> list[dict[str, Any]]:
+        """The service's machines (of one colour) once every one answers SSH (`state` running).
+        A machine can serve HTTP, and count as healthy, before its sshd has started: on a first
+        boot it waits for the machine's new host keys, which take long under emulation."""
+        found: list[dict[str, Any]] = []
+
+        def all_up() -> bool:
+            found[:] = self.machines(color, service)
+            return bool(found) and {machine["state"] for machine in found} == {"running"}
+
+        assert wait_until(all_up, timeout, interval=5), f"not every machine came up: {found}"
+        return found
 
     def aws(self, service: str) -> Any:
         """Any AWS client pointed at the local endpoint, as a user would make one."""

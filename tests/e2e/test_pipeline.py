@@ -91,7 +91,7 @@ def test_bake_and_swap_puts_demo_live_on_a_verified_ami_built_in_this_run(projec
 
 def test_every_instance_is_a_machine_and_the_url_answers_from_green(project, first) -> None:
     ami, tags = first["ami"], tags_of(project, first["ami"])
-    green, blue = project.machines("green"), project.machines("blue")
+    green, blue = project.machines_up("green"), project.machines_up("blue")
     assert len(green) == len(blue) == 2
     for machine in green + blue:
         assert machine["state"] == "running"

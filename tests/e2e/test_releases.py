@@ -102,7 +102,7 @@ def test_two_releases_in_a_row_move_the_traffic_with_no_failed_request(
     status = project.status()
     assert (status["live"]["release"], status["standby"]["release"]) == ("2.0", "1.0")
     assert (status["rollout"]["release"], status["rollout"]["rollback_release"]) == ("2.0", "1.0")
-    for machine in project.machines(second["live_color"]):
+    for machine in project.machines_up(second["live_color"]):
         installed = json.loads(ssh_read(project, machine, "/run/bake/release.json"))
         assert installed["release"] == "2.0"
     listed = project.ok("--json", "history", "--releases", "--service", "demo").json
