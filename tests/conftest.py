@@ -31,7 +31,7 @@ from bake.state import StateDir
 REGION = "us-east-1"
 
 # Properties are checked for what they assert, not for how fast one example runs or is drawn:
-# under `make test` these tests share the host's cores with machines booting under emulation.
+# under `make test` every core is busy (a pytest-xdist worker each), and CI hosts are shared.
 settings.register_profile("goldenbake", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("goldenbake")
 
