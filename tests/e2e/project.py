@@ -92,6 +92,10 @@ class Project:
             if machine["service"] == service and color in (None, machine["color"])
         ]
 
+    def ids(self, color: str, service: str = "demo") -> set[str]:
+        """The instance ids of the service's machines of one colour."""
+        return {machine["instance_id"] for machine in self.machines(color, service)}
+
     def machines_up(
         self, color: str | None = None, service: str = "demo", timeout: float = 300
     ) -> list[dict[str, Any]]:

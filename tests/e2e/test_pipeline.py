@@ -49,10 +49,6 @@ def tags_of(project: Project, ami: str) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in image["Tags"]}
 
 
-def ids_of(project: Project, color: str) -> set[str]:
-    return {machine["instance_id"] for machine in project.machines(color)}
-
-
 def page(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
@@ -105,7 +101,7 @@ def test_every_instance_is_a_machine_and_the_url_answers_from_green(project, fir
 
     seen = [page(project.url()) for _ in range(10)]
 
-    assert {answer["instance_id"] for answer in seen} == ids_of(project, "green")
+    assert {answer["instance_id"] for answer in seen} == project.ids("green")
     for answer in seen:
         assert (answer["ami_id"], answer["image"]) == (ami, "web")
         assert answer["kernel"] == tags["bake:kernel"]
@@ -124,8 +120,8 @@ def test_target_health_is_what_the_load_balancer_sees(project, first) -> None:
         }
 
     green, blue = states("demo-green"), states("demo-blue")
-    assert {green[instance] for instance in ids_of(project, "green")} == {"healthy"}
-    assert {blue[instance] for instance in ids_of(project, "blue")} == {"unhealthy"}
+    assert {green[instance] for instance in project.ids("green")} == {"healthy"}
+    assert {blue[instance] for instance in project.ids("blue")} == {"unhealthy"}
 
 
 def test_any_aws_client_sees_the_same_rollout(project, first) -> None:
@@ -246,7 +242,7 @@ def test_a_restarted_local_cloud_is_seeded_again_and_history_survives(project, f
     swapped = project.ok("--json", "swap", "demo").json
     assert swapped["live_color"] == "green" and swapped["ami"] == republished["Value"]
     assert project.url() == url, "the service's URL changed with the restart"
-    assert page(url)["instance_id"] in ids_of(project, "green")
+    assert page(url)["instance_id"] in project.ids("green")
     image = project.aws("ec2").describe_images(ImageIds=[swapped["ami"]])["Images"][0]
     tags = {tag["Key"]: tag["Value"] for tag in image["Tags"]}
     assert tags["bake:verified"] == "true"

@@ -51,10 +51,6 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
-def ids_of(project: Project, color: str) -> set[str]:
-    return {machine["instance_id"] for machine in project.machines(color)}
-
-
 def released_under_load(project: Project, folder: Path, version: str) -> tuple[dict, Load]:
     with Load(project.url(), rate=20, seconds=1200) as load:
         result = project.ok("--json", "release", "demo", str(folder), "--version", version).json
@@ -82,10 +78,10 @@ def test_two_releases_in_a_row_move_the_traffic_with_no_failed_request(
     project: Project, live: dict[str, Any], tmp_path: Path, sent: dict[str, str]
 ) -> None:
     ami = project.status()["live"]["ami"]
-    old = ids_of(project, project.status()["live"]["color"])
+    old = project.ids(project.status()["live"]["color"])
 
     first, load = released_under_load(project, application(tmp_path / "one", "1.0"), "1.0")
-    new = ids_of(project, first["live_color"])
+    new = project.ids(first["live_color"])
     check_moved(load, old, new, "1.0")
     assert (first["ami"], first["live_release"]) == (ami, "1.0"), "the same AMI, a new release"
     assert fetch(project.url() + "app/version.txt") == "1.0\n"
@@ -96,7 +92,7 @@ def test_two_releases_in_a_row_move_the_traffic_with_no_failed_request(
     assert set(sent.values()) <= new
 
     second, load = released_under_load(project, application(tmp_path / "two", "2.0"), "2.0")
-    check_moved(load, new, ids_of(project, second["live_color"]), "2.0")
+    check_moved(load, new, project.ids(second["live_color"]), "2.0")
     assert second["live_color"] != first["live_color"] and second["ami"] == ami
     assert fetch(project.url() + "app/index.html") == "<h1>demo 2.0</h1>\n"
     status = project.status()
@@ -155,11 +151,11 @@ def test_a_rollback_returns_to_the_previous_release(project: Project) -> None:
     assert wait_until(lambda: project.status()["standby"]["healthy"] == 2, 300, interval=5), (
         f"{standby} did not come back after the corrupted release"
     )
-    live = ids_of(project, project.status()["live"]["color"])
+    live = project.ids(project.status()["live"]["color"])
     with Load(project.url(), rate=20, seconds=600) as load:
         time.sleep(3)
         back = project.ok("--json", "rollback", "demo").json
         time.sleep(3)
     assert (back["live_color"], back["live_release"]) == (standby, "1.0")
-    check_moved(load, live, ids_of(project, standby), "1.0")
+    check_moved(load, live, project.ids(standby), "1.0")
     assert fetch(project.url() + "app/version.txt") == "1.0\n"

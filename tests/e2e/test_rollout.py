@@ -96,7 +96,7 @@ def cascade(project: Project, fleet: Path, tmp_path_factory: pytest.TempPathFact
     report = tmp_path_factory.mktemp("report")
     required = newest_kernel(project)
     before = project.status()  # as test_pipeline.py left it: demo alone, shop not yet seeded
-    old = ids_of(project, before["live"]["color"])
+    old = project.ids(before["live"]["color"])
     url = project.url()
     argv = (
         "--json", "rollout", "--all", "--rebuild", "base", "--parallel", "2",
@@ -115,10 +115,6 @@ def cascade(project: Project, fleet: Path, tmp_path_factory: pytest.TempPathFact
     assert result.code == 0, failed_rollout(project, report, result.err)
     return {"out": result.json, "report": report, "required": required, "load": load,
             "before": before, "old": old}  # fmt: skip
-
-
-def ids_of(project: Project, color: str, service: str = "demo") -> set[str]:
-    return {machine["instance_id"] for machine in project.machines(color, service)}
 
 
 def failed_rollout(project: Project, report: Path, err: str) -> str:
@@ -142,7 +138,7 @@ def test_a_rebuilt_base_cascades_to_web_and_to_both_services(project, cascade) -
     assert "its base base is baked again" in images["web"]["reasons"]
     assert images["base"]["new_ami"] != images["base"]["old_ami"]
     web = images["web"]["new_ami"]
-    services = {service["name"]: service for service in report["services"]}
+    services = services_of(cascade)
     assert {name: s["action"] for name, s in services.items()} == {
         "demo": "swapped",
         "shop": "swapped",
@@ -162,7 +158,7 @@ def test_demo_moved_to_the_rebuilt_image_under_load_with_no_failed_request(
     assert demo["old_ami"] == before["live"]["ami"] != demo["new_ami"]
     assert {machine["ami"] for machine in project.machines(demo["live_color"])} == {demo["new_ami"]}
     load = cascade["load"]
-    answered_by_one_colour_then_the_other(load, cascade["old"], ids_of(project, demo["live_color"]))
+    answered_by_one_colour_then_the_other(load, cascade["old"], project.ids(demo["live_color"]))
     assert {answer.ami for answer in load.in_order()[-10:]} == {demo["new_ami"]}
     status = project.status(fleet)
     assert (status["live"]["color"], status["live"]["healthy"]) == (demo["live_color"], 2)
@@ -173,7 +169,7 @@ def test_demo_moved_to_the_rebuilt_image_under_load_with_no_failed_request(
 
 
 def test_every_instance_of_both_services_is_proven_to_run_the_new_kernel(project, cascade) -> None:
-    services = {s["name"]: s for s in cascade["out"]["report"]["services"]}
+    services = services_of(cascade)
     tags = tags_of(project, services["demo"]["new_ami"])
     for name, count in (("demo", 2), ("shop", 1)):
         instances = services[name]["instances"]
@@ -242,7 +238,7 @@ def test_a_rollback_under_load_drops_no_request_and_moves_it_back(project, fleet
     status = project.status(fleet)
     live, standby = status["live"]["color"], status["standby"]["color"]
     assert (live, status["standby"]["healthy"]) == (demo["live_color"], 2)
-    leaving, returning = ids_of(project, live), ids_of(project, standby)
+    leaving, returning = project.ids(live), project.ids(standby)
     with Load(project.url(), rate=20, seconds=600) as load:
         time.sleep(3)
         result = project.ok("--json", "rollback", "demo", config=fleet).json
@@ -266,7 +262,7 @@ def test_a_machine_killed_during_the_shift_sends_traffic_back_with_no_failed_req
     )
     status = project.status(fleet)
     live, incoming = status["live"]["color"], status["standby"]["color"]
-    serving = ids_of(project, live)
+    serving = project.ids(live)
     victim = project.machines(incoming)[0]
     with Load(project.url(), rate=20, seconds=600) as load:
         swapping = subprocess.Popen(
@@ -298,7 +294,7 @@ def test_a_machine_killed_during_the_shift_sends_traffic_back_with_no_failed_req
     assert failures == [], f"{len(failures)} requests failed: {failures[:5]}"
     served = load.served_by()
     assert set(served[-10:]) <= serving, f"traffic did not go back to {live}"
-    assert set(served) & (ids_of(project, incoming) | {victim["instance_id"]}), (
+    assert set(served) & (project.ids(incoming) | {victim["instance_id"]}), (
         f"{incoming} never served"
     )
     status = project.status(fleet)
