@@ -50,28 +50,43 @@ if [ -e "$grub_cfg" ]; then
   trap 'mv -f "$grub_cfg.bake-upgrading" "$grub_cfg" 2>/dev/null || true' EXIT
 fi
 
-# apt's status lines (fd 3) become "bake-progress: unpacking NAME (N of M)" lines for the host;
-# M is the number of packages it downloads.
+# apt's status lines (fd 3) become "bake-progress: unpacking NAME (N of M)" lines for the host,
+# each as soon as apt writes it; M is the number of packages it downloads. The shell reads them one
+# line at a time: mawk, Debian's awk, reads a pipe a block at a time and held them back for half a
+# minute and more.
+show_progress() (
+  set -f
+  total=0 unpacked=0 configured=0 last='' seen_unpacked=' ' seen_configured=' '
+  while IFS=: read -r kind package _percent message; do
+    case "$kind:$message" in
+      dlstatus:*)
+        set -- $message
+        if [ $# -eq 5 ]; then total=$5; fi
+        if [ "$message" != "$last" ]; then echo "bake-progress: downloading: $message"; fi
+        last=$message ;;
+      pmstatus:Unpacking*)
+        case $seen_unpacked in *" $package "*) ;; *)
+          seen_unpacked="$seen_unpacked$package " unpacked=$((unpacked + 1))
+          echo "bake-progress: unpacking $package ($unpacked of $total)" ;;
+        esac ;;
+      pmstatus:Configuring*)
+        case $seen_configured in *" $package "*) ;; *)
+          seen_configured="$seen_configured$package " configured=$((configured + 1))
+          echo "bake-progress: configuring $package ($configured of $total)" ;;
+        esac ;;
+      "pmstatus:Running post-installation trigger"*)
+        echo "bake-progress: trigger $package" ;;
+    esac
+  done
+)
+
 status=/run/bake-patch-status
 {
   {
     code=0
     INITRD=No apt-get "$@" -o APT::Status-Fd=3 dist-upgrade 3>&1 1>&4 4>&- || code=$?
     echo "$code" > "$status"
-  } | awk -F: '
-    function show(what, done, name) {
-      printf "bake-progress: %s %s (%d of %d)\n", what, name, done, total; fflush()
-    }
-    /^dlstatus:/ {
-      if (split($4, words, " ") == 5) total = words[5]
-      if ($4 != last) printf "bake-progress: downloading: %s\n", $4
-      last = $4; fflush(); next
-    }
-    /^pmstatus:/ {
-      if ($4 ~ /^Unpacking/ && !($2 in unpacked)) { unpacked[$2]; show("unpacking", ++u, $2) }
-      if ($4 ~ /^Configuring/ && !($2 in configured)) { configured[$2]; show("configuring", ++c, $2) }
-      if ($4 ~ /^Running post-installation trigger/) { print "bake-progress: trigger " $2; fflush() }
-    }' 4>&-
+  } | show_progress 4>&-
 } 4>&1
 read -r upgraded < "$status"
 rm -f "$status"
