@@ -146,7 +146,7 @@ def _rises_to_100(steps: list[int]) -> bool:
     return bool(steps) and steps[-1] == 100 and all(a < b for a, b in pairwise(steps))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(steps=st.lists(st.integers(min_value=1, max_value=100), max_size=6))
 def test_shift_steps_load_exactly_when_they_rise_to_100(tmp_path_factory, steps: list[int]) -> None:
     tmp_path = tmp_path_factory.mktemp("steps")
@@ -159,7 +159,7 @@ def test_shift_steps_load_exactly_when_they_rise_to_100(tmp_path_factory, steps:
         refused(tmp_path, RISE, service={"shift_steps": steps})
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     minimum=st.integers(min_value=0, max_value=5),
     desired=st.integers(min_value=1, max_value=5),

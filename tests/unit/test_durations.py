@@ -14,8 +14,8 @@ from bake.config import from_dict
 from bake.errors import ConfigError
 from bake.settings import MAX_SECONDS, Seconds
 
-# No deadline (no clock in these tests) and no example database written into the work tree.
-properties = settings(deadline=None, database=None, max_examples=300)
+# No example database written into the work tree (tests/conftest.py sets no deadline).
+properties = settings(database=None, max_examples=300)
 
 seconds = TypeAdapter(Seconds)
 FACTORS = {"s": 1, "m": 60, "h": 3600}

@@ -31,8 +31,8 @@ from bake import templates
 from bake.errors import InputError
 from bake.runner import Runner
 
-# No deadline (nothing here depends on the clock) and no example database in the work tree.
-properties = settings(deadline=None, database=None, max_examples=300)
+# No example database in the work tree (tests/conftest.py sets no deadline).
+properties = settings(database=None, max_examples=300)
 
 # Characters and pieces that need escaping in HCL, mixed into any other text.
 TRICKY = ["${", "%{", "$${", "%%{", "$", "%", "{", "}", '"', "\\", "\n", "\r", "\t", "\b", "\f"]

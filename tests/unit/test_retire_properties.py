@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from bake.retire import Decision, decide_images
 
-# No deadline: a slow CI machine must not fail a property. No example database: nothing is
-# written into the work tree (a failure prints the example to reproduce it).
-properties = settings(deadline=None, database=None, max_examples=300)
+# No example database: nothing is written into the work tree (a failure prints the example
+# to reproduce it). tests/conftest.py sets no deadline.
+properties = settings(database=None, max_examples=300)
 
 CREATED = ["2026-11-27T06:50:00.000Z", "2026-11-27T06:50:01.000Z", "2026-11-28T00:00:00.000Z"]
 RUN_IDS = ["20261127T065000Z-1a2b3c", "20261127T065000Z-0f0f0f", "20261127T070000Z-1a2b3c"]

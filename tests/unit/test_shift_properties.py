@@ -37,7 +37,7 @@ def test_every_shift_step_sums_to_100_rises_and_ends_at_100(
     run_stage(LaunchTemplateStage, ctx)
     run_stage(GreenAsgStage, ctx)
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=25, suppress_health_check=list(HealthCheck))
     @given(steps=rising_to_100)
     def check(steps: list[int]) -> None:
         service = config.services["demo"].model_copy(update={"shift_steps": steps})
