@@ -98,3 +98,55 @@ class MachineLine:
         if self.kind == "ui" and len(self.data) >= 2:
             return self.data[1]
         return ""
+
+
+_APT_TOTAL = re.compile(r"^(\d+) upgraded, (\d+) newly installed")
+_DPKG_DOING = {
+    "unpacking": re.compile(r"^Unpacking ([^\s:]+)(?::\S+)? \("),
+    "configuring": re.compile(r"^Setting up ([^\s:]+)(?::\S+)? \("),
+}
+_DPKG_TRIGGER = re.compile(r"^Processing triggers for ([^\s:]+)(?::\S+)? \(")
+
+
+class StepProgress:
+    """What the current build step is doing, read from the lines it prints: its own
+    `bake-progress:` lines where it writes them (patch.sh), otherwise the package apt and dpkg are
+    unpacking or configuring, N of M as apt counted them, so that any script or recipe that installs
+    packages shows which one it is at."""
+
+    def __init__(self) -> None:
+        self._new_step()
+
+    def _new_step(self) -> None:
+        self._own_words = False
+        self._total = 0
+        self._seen: dict[str, set[str]] = {doing: set() for doing in _DPKG_DOING}
+
+    def read(self, line: MachineLine) -> tuple[str | None, str | None]:
+        """The step this line starts and what the step is doing now, each None if unchanged."""
+        step = line.step
+        if step is not None:
+            self._new_step()
+            return step, None
+        said = line.progress
+        if said is not None:
+            self._own_words = True
+            return None, said
+        if self._own_words or line.kind != "ui" or line.data[:1] != ["message"]:
+            return None, None
+        return None, self._from_apt(line.text.strip().partition(": ")[2])
+
+    def _from_apt(self, text: str) -> str | None:
+        total = _APT_TOTAL.match(text)
+        if total:
+            self._total, self._seen = int(total[1]) + int(total[2]), {d: set() for d in _DPKG_DOING}
+            return None
+        for doing, pattern in _DPKG_DOING.items():
+            match = pattern.match(text)
+            if match:
+                seen = self._seen[doing]
+                seen.add(match[1])
+                of = f" ({len(seen)} of {self._total})" if self._total >= len(seen) else ""
+                return f"{doing} {match[1]}{of}"
+        trigger = _DPKG_TRIGGER.match(text)
+        return f"trigger {trigger[1]}" if trigger else None

@@ -179,6 +179,7 @@ class Build(Stage):
             argv += ["-var", f"{name}={value}"]
         log_path = ctx.state.run_dir(ctx.run_id) / f"build-{image.name}.log"
         progress = Progress(ctx.console, f"packer build {image.name}")
+        doing = packer.StepProgress()
         errors: list[str] = []
 
         def on_line(line: str) -> None:
@@ -187,7 +188,7 @@ class Build(Stage):
                 return
             if parsed.error:
                 errors.append(parsed.error)
-            progress.update(parsed.step, parsed.progress)
+            progress.update(*doing.read(parsed))
 
         try:
             with progress:

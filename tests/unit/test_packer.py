@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bake.errors import BakeError
-from bake.packer import MachineLine, PackerVersion, detect_version
+from bake.packer import MachineLine, PackerVersion, StepProgress, detect_version
 from tests.unit.fakes import FakeRunner
 
 
@@ -72,3 +72,79 @@ def test_a_provisioning_script_says_what_it_is_doing() -> None:
     assert other is not None and other.progress is None
     said = MachineLine.parse("1606,,ui,say,==> qemu.base: bake-progress: not a message")
     assert said is not None and said.progress is None
+
+
+def apt_summary(source: str, upgraded: int, installed: int) -> str:
+    """apt's count of what it will do, as Packer passes it on (its commas escaped)."""
+    comma = "%!(PACKER_COMMA)"
+    counts = f"{upgraded} upgraded{comma} {installed} newly installed{comma} 0 to remove"
+    return f"message,    qemu.{source}: {counts} and 0 not upgraded."
+
+
+def shown(lines: list[str]) -> list[tuple[str | None, str | None]]:
+    """What StepProgress makes of these Packer lines (the `ui` kind and data after the time)."""
+    progress = StepProgress()
+    read = []
+    for text in lines:
+        line = MachineLine.parse(f"1606,,ui,{text}")
+        assert line is not None
+        read.append(progress.read(line))
+    return read
+
+
+def test_a_script_installing_packages_shows_the_package_apt_is_at_n_of_m() -> None:
+    assert shown(
+        [
+            "say,==> qemu.web: Provisioning with shell script: web.sh",
+            "message,    qemu.web: Reading package lists...",
+            apt_summary("web", 0, 3),
+            "message,    qemu.web: Unpacking libpsl5:amd64 (0.21.2-1) ...",
+            "message,    qemu.web: Unpacking nginx-common (1.22.1-9+deb12u12) ...",
+            "message,    qemu.web: Unpacking nginx (1.22.1-9+deb12u12) ...",
+            "message,    qemu.web: Setting up libpsl5:amd64 (0.21.2-1) ...",
+            "message,    qemu.web: Setting up nginx-common (1.22.1-9+deb12u12) ...",
+            "message,    qemu.web: Processing triggers for libc-bin (2.36-9+deb12u14) ...",
+            apt_summary("web", 0, 1),
+            "message,    qemu.web: Unpacking rsyslog (8.2302.0-1+deb12u2) ...",
+        ]
+    ) == [
+        ("Provisioning with shell script: web.sh", None),
+        (None, None),
+        (None, None),
+        (None, "unpacking libpsl5 (1 of 3)"),
+        (None, "unpacking nginx-common (2 of 3)"),
+        (None, "unpacking nginx (3 of 3)"),
+        (None, "configuring libpsl5 (1 of 3)"),
+        (None, "configuring nginx-common (2 of 3)"),
+        (None, "trigger libc-bin"),
+        (None, None),
+        (None, "unpacking rsyslog (1 of 1)"),  # a second apt run counts its own packages
+    ]
+
+
+def test_apts_count_is_left_out_where_apt_did_not_say_it() -> None:
+    assert shown(["message,    qemu.web: Unpacking nginx (1.22.1-9+deb12u12) ..."]) == [
+        (None, "unpacking nginx")
+    ]
+
+
+def test_a_step_that_says_what_it_does_is_not_talked_over_by_apt_until_the_next_step() -> None:
+    assert shown(
+        [
+            "say,==> qemu.base: Provisioning with shell script: patch.sh",
+            "message,    qemu.base: bake-progress: reading the archive's indexes",
+            apt_summary("base", 24, 1),
+            "message,    qemu.base: Unpacking perl (5.36.0-7+deb12u4) over (5.36.0-7+deb12u3) ...",
+            "message,    qemu.base: bake-progress: unpacking perl (2 of 25)",
+            "say,==> qemu.base: Provisioning with shell script: ship-logs.sh",
+            "message,    qemu.base: Unpacking rsyslog (8.2302.0-1+deb12u2) ...",
+        ]
+    ) == [
+        ("Provisioning with shell script: patch.sh", None),
+        (None, "reading the archive's indexes"),
+        (None, None),
+        (None, None),
+        (None, "unpacking perl (2 of 25)"),
+        ("Provisioning with shell script: ship-logs.sh", None),
+        (None, "unpacking rsyslog"),
+    ]
