@@ -72,6 +72,7 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python bench/local_bake.py
+	$(VENV)/bin/python bench/guest_floor.py
 	$(VENV)/bin/python bench/bake_overhead.py
 	$(VENV)/bin/python bench/machines.py
 	$(VENV)/bin/python bench/rollout.py
