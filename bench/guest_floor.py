@@ -66,7 +66,7 @@ class Machine:
     """One machine from `disk` on an overlay in `work`, and how soon it came up."""
 
     def __init__(self, disk: Path, work: Path, model: str, key: Path, hardware: Hardware) -> None:
-        self.work, self.key, self.port = work, key, localhost.free_port()
+        self.key, self.port = key, localhost.free_port()
         self.console = work / f"console-{model}.log"
         overlay = work / f"overlay-{model}.qcow2"
         subprocess.run(
@@ -161,6 +161,7 @@ def main() -> int:
     print(f"{args.image}'s source disk {disk.name}: {hardware}")
     print(f"kernel package: {kernel.name if kernel else 'none in the package cache'}")
     results: dict[str, list[tuple[str, float]]] = {}
+    (args.state / "work").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.state / "work") as work:
         for model in args.models.split():
             machine = Machine(disk, Path(work), model, key, hardware)
