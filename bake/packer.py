@@ -66,31 +66,44 @@ class MachineLine:
         ]
         return cls(parts[0], parts[1], parts[2], data)
 
+    def _ui(self, what: str) -> str | None:
+        """The text of a `ui` line of this kind (`say`, `message`, `error`), or None."""
+        if self.kind == "ui" and len(self.data) >= 2 and self.data[0] == what:
+            return self.data[1]
+        return None
+
     @property
     def step(self) -> str | None:
         """The build step this line announces (`==> source: Waiting for SSH...`), if any."""
-        if self.kind == "ui" and len(self.data) >= 2 and self.data[0] == "say":
-            text = self.data[1].strip()
+        said = self._ui("say")
+        if said is not None:
+            text = said.strip()
             if text.startswith("==>"):
                 _, _, rest = text.partition(": ")
                 return (rest or text).strip()
         return None
 
     @property
+    def message(self) -> str | None:
+        """What a provisioner printed, without Packer's `source: ` before it, if this is one."""
+        printed = self._ui("message")
+        return None if printed is None else printed.strip().partition(": ")[2]
+
+    @property
     def progress(self) -> str | None:
         """What a provisioning script says it is doing (`bake-progress: unpacking perl (2 of
         25)`), if this line says it."""
-        if self.kind == "ui" and len(self.data) >= 2 and self.data[0] == "message":
-            _, marker, rest = self.data[1].partition(PROGRESS_MARKER)
+        printed = self._ui("message")
+        if printed is not None:
+            _, marker, rest = printed.partition(PROGRESS_MARKER)
             if marker:
                 return rest.strip()
         return None
 
     @property
     def error(self) -> str | None:
-        if self.kind == "ui" and len(self.data) >= 2 and self.data[0] == "error":
-            return self.data[1].strip()
-        return None
+        printed = self._ui("error")
+        return None if printed is None else printed.strip()
 
     @property
     def text(self) -> str:
@@ -119,7 +132,11 @@ class StepProgress:
 
     def _new_step(self) -> None:
         self._own_words = False
-        self._total = 0
+        self._count(0)
+
+    def _count(self, total: int) -> None:
+        """Start counting the packages of one apt run, `total` of them (0: not said)."""
+        self._total = total
         self._seen: dict[str, set[str]] = {doing: set() for doing in _DPKG_DOING}
 
     def read(self, line: MachineLine) -> tuple[str | None, str | None]:
@@ -132,14 +149,15 @@ class StepProgress:
         if said is not None:
             self._own_words = True
             return None, said
-        if self._own_words or line.kind != "ui" or line.data[:1] != ["message"]:
+        message = line.message
+        if self._own_words or message is None:
             return None, None
-        return None, self._from_apt(line.text.strip().partition(": ")[2])
+        return None, self._from_apt(message)
 
     def _from_apt(self, text: str) -> str | None:
         total = _APT_TOTAL.match(text)
         if total:
-            self._total, self._seen = int(total[1]) + int(total[2]), {d: set() for d in _DPKG_DOING}
+            self._count(int(total[1]) + int(total[2]))
             return None
         for doing, pattern in _DPKG_DOING.items():
             match = pattern.match(text)
