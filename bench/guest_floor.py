@@ -31,8 +31,9 @@ from common import REPO, app, arguments
 
 sys.path.insert(0, str(REPO))
 
-from bake import localhost  # noqa: E402
+from bake import localhost, ssh  # noqa: E402
 from bake.local import qemu  # noqa: E402
+from bake.runner import Runner  # noqa: E402
 
 BOOT_TIMEOUT = 600.0
 COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # systemd colours its status lines
@@ -68,13 +69,8 @@ class Machine:
     def __init__(self, disk: Path, work: Path, model: str, key: Path, hardware: Hardware) -> None:
         self.key, self.port = key, localhost.free_port()
         self.console = work / f"console-{model}.log"
-        overlay = work / f"overlay-{model}.qcow2"
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk), overlay],
-            check=True,
-        )
         argv = qemu.machine_argv(
-            overlay,
+            qemu.create_overlay(Runner(), disk, "qcow2", work / f"overlay-{model}.qcow2"),
             drive_format="qcow2",
             accelerator=hardware.accelerator,
             memory=hardware.memory,
@@ -88,11 +84,11 @@ class Machine:
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ssh_argv(self, *command: str) -> list[str]:
-        return [
-            "ssh", "-q", "-i", str(self.key), "-p", str(self.port),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "root@127.0.0.1", *command,
-        ]  # fmt: skip
+        """ssh with the toolkit's options for throwaway machines, but no shared connection: each
+        command is a login of its own, which is what is timed."""
+        options = [f"-o{name}={value}" for name, value in ssh.SSH_OPTIONS.items()]
+        login = ["-i", str(self.key), "-p", str(self.port), "root@127.0.0.1"]
+        return ["ssh", "-q", *options, *login, *command]
 
     def until(self, ready: Callable[[], bool]) -> float:
         """Seconds since QEMU started at which `ready()` first held."""
